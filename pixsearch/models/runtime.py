@@ -1,0 +1,56 @@
+"""Device and dtype choice for torch backends."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+import torch
+
+from pixsearch.errors import ConfigError
+from pixsearch.models.spec import ModelOptions
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@functools.cache
+def bf16_is_fast(device: str = "cpu") -> bool:
+    """Measure whether bfloat16 matmuls beat float32 on this device by a clear margin.
+
+    CPUs with AMX or AVX-512 BF16 run bf16 several times faster; CPUs without them emulate it and
+    run it tens of times slower, so the choice must be measured, not assumed.
+    """
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device != "cpu":
+        return False
+    timings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(256, 256, dtype=dtype)
+        b = torch.randn(256, 256, dtype=dtype)
+        a @ b  # warm-up
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        timings[dtype] = time.perf_counter() - start
+    fast = timings[torch.bfloat16] * 1.5 < timings[torch.float32]
+    log.info("bf16 probe on cpu: fp32 %.4fs, bf16 %.4fs -> %s", timings[torch.float32], timings[torch.bfloat16], fast)
+    return fast
+
+
+def resolve_dtype(options: ModelOptions) -> torch.dtype:
+    """The torch dtype for the weights: the one asked for, or for 'auto' bf16 when it is fast."""
+    if options.dtype == "auto":
+        return torch.bfloat16 if bf16_is_fast(options.device) else torch.float32
+    if options.dtype not in _DTYPES:
+        raise ConfigError(f"dtype {options.dtype!r} is not one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[options.dtype]
+
+
+def resolve_device(options: ModelOptions) -> torch.device:
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {options.device!r} asked for, but torch sees no CUDA device")
+    return torch.device(options.device)
