@@ -1,0 +1,199 @@
+"""An indexing run: scan, diff, hash, apply moves and deletions, then decode and embed in
+checkpointed batches. A run killed at any point loses at most the batch in flight."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pixsearch.indexer import writer
+from pixsearch.indexer.decode import DEFAULT_MAX_PIXELS, DecodeOptions, Failure, Hashed, Prepared, hash_file, prepare
+from pixsearch.indexer.diff import Actions, compare_scan, resolve
+from pixsearch.indexer.pool import bounded_map, default_workers, make_executor
+from pixsearch.indexer.scan import Entry, Problem, check_roots, scan
+from pixsearch.models.preprocess import stack
+from pixsearch.models.roles import DualEncoder, Tower
+from pixsearch.storage.library import IMAGES, Library
+from pixsearch.storage.schema import ModelRow
+from pixsearch.storage.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    batch_size: int = 32
+    workers: int | None = None  # None: one per CPU core; 0: decode in this process
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    draft: bool = True
+    reindex: bool = False  # allow switching the library to another model
+    save_every_s: float = 300.0  # write the FAISS file at least this often during a long run
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str  # "scan", "hash", "embed"
+    done: int
+    total: int
+
+
+@dataclass
+class IndexReport:
+    scanned: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    touched: int = 0
+    moved: int = 0
+    copied: int = 0
+    removed: int = 0
+    skipped: list[Failure] = field(default_factory=list)
+    embed_seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.embed_seconds if self.embed_seconds else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Indexer:
+    """Indexes folders into a library with one dual encoder."""
+
+    def __init__(self, library: Library, encoder: DualEncoder, options: IndexOptions | None = None) -> None:
+        self.library = library
+        self.encoder = encoder
+        self.options = options or IndexOptions()
+        self._index: VectorIndex | None = None
+        self._model: ModelRow | None = None
+        self._last_save = 0.0
+
+    def run(self, roots: Sequence[Path], progress: ProgressCallback | None = None) -> IndexReport:
+        """Bring the library in step with `roots`.
+
+        Raises:
+            ConfigError: a root is not a folder.
+            ModelMismatchError: the library was made with another model and reindex is off.
+        """
+        notify = progress or (lambda _p: None)
+        folders = check_roots(roots)
+        self._prepare_model()
+        report = IndexReport()
+        entries, problems = self._scan(folders, notify)
+        report.scanned = len(entries)
+        report.skipped.extend(Failure(p.path, p.reason) for p in problems)
+        with self.library.session() as session:
+            known = writer.known_images(session, [str(f) for f in folders], self._model.key)
+            by_hash = writer.vectors_by_hash(session, self._model.key)
+        scanned = compare_scan(entries, known)
+        report.unchanged = scanned.unchanged
+        workers = default_workers() if self.options.workers is None else self.options.workers
+        with make_executor(workers) as executor:
+            hashed = self._hash(executor, scanned.to_hash, report, notify)
+            actions = resolve(hashed, known, scanned.gone, by_hash)
+            self._apply(actions, report)
+            self._embed(executor, actions.embed + scanned.missing_vector, report, notify)
+        with self.library.session() as session:
+            writer.replace_failures(session, [str(f) for f in folders], report.skipped)
+            if self.options.reindex:
+                self.library.drop_other_models(session, keep=self._model.key)
+        self._save()
+        return report
+
+    # -- steps ----------------------------------------------------------------------------
+    def _prepare_model(self) -> None:
+        self.encoder.load_towers(Tower.IMAGE)
+        with self.library.session() as session:
+            self._model = self.library.use_model(
+                session, str(self.encoder.spec), self.encoder.preprocess_id, self.encoder.dim, self.options.reindex
+            )
+        self._index = self.library.load_index(IMAGES, self._model)
+        self._last_save = time.monotonic()
+
+    def _scan(self, folders: list[Path], notify: ProgressCallback) -> tuple[list[Entry], list[Problem]]:
+        entries: list[Entry] = []
+        problems: list[Problem] = []
+        for found in scan(folders, exclude=self.library.root):
+            (entries if isinstance(found, Entry) else problems).append(found)
+            if len(entries) % 1000 == 0:
+                notify(Progress("scan", len(entries), 0))
+        notify(Progress("scan", len(entries), len(entries)))
+        return entries, problems
+
+    def _hash(self, executor, to_hash: list[Entry], report: IndexReport, notify: ProgressCallback) -> list[Hashed]:
+        hashed: list[Hashed] = []
+        paths = (entry.path for entry in to_hash)
+        for done, result in enumerate(bounded_map(executor, hash_file, paths, window=64), start=1):
+            if isinstance(result, Failure):
+                report.skipped.append(result)
+            else:
+                hashed.append(result)
+            if done % 64 == 0 or done == len(to_hash):
+                notify(Progress("hash", done, len(to_hash)))
+        return hashed
+
+    def _apply(self, actions: Actions, report: IndexReport) -> None:
+        """Moves, copies, touches and deletions: one transaction, no model needed."""
+        if not (actions.touch or actions.move or actions.copy or actions.delete):
+            return
+        with self.library.session() as session:
+            for image_id, item in actions.touch:
+                writer.touch(session, image_id, item)
+            for image_id, item in actions.move:
+                writer.move(session, image_id, item)
+            writer.delete_images(session, actions.delete, self._index)
+            session.flush()
+            for source_id, item in actions.copy:
+                writer.copy(session, source_id, item, self._model.key, self._index)
+            self._index.generation = self.library.bump_generation(session, IMAGES, self._model.key)
+        report.touched, report.moved = len(actions.touch), len(actions.move)
+        report.copied, report.removed = len(actions.copy), len(actions.delete)
+
+    def _embed(self, executor, paths: list[str], report: IndexReport, notify: ProgressCallback) -> None:
+        if not paths:
+            return
+        decode = functools.partial(
+            prepare,
+            options=DecodeOptions(self.encoder.transform, self.options.max_pixels, self.options.draft),
+        )
+        window = max(2 * self.options.batch_size, 8)
+        failed_before = recorded = len(report.skipped)
+        started = time.perf_counter()
+        for batch in _batches(bounded_map(executor, decode, paths, window), self.options.batch_size, report):
+            with torch.inference_mode():
+                vectors = self.encoder.encode_pixels(stack([item.pixels for item in batch]))
+            with self.library.session() as session:
+                writer.store_embedded(session, batch, vectors, self._model.key, self._index)
+                self._index.generation = self.library.bump_generation(session, IMAGES, self._model.key)
+                writer.record_failures(session, report.skipped[recorded:])
+            recorded = len(report.skipped)
+            report.embedded += len(batch)
+            notify(Progress("embed", report.embedded + recorded - failed_before, len(paths)))
+            if time.monotonic() - self._last_save > self.options.save_every_s:
+                self._save()
+        report.embed_seconds = time.perf_counter() - started
+        notify(Progress("embed", len(paths), len(paths)))
+
+    def _save(self) -> None:
+        self.library.save_index(IMAGES, self._model.key, self._index)
+        self._last_save = time.monotonic()
+
+
+def _batches(results: Iterator[Prepared | Failure], size: int, report: IndexReport) -> Iterator[list[Prepared]]:
+    batch: list[Prepared] = []
+    for result in results:
+        if isinstance(result, Failure):
+            report.skipped.append(result)
+            continue
+        batch.append(result)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,184 @@
+"""A library: one folder holding the database and the FAISS index files.
+
+The database is the source of truth, vectors included. Each index file records the generation
+of the rows it reflects; every transaction that changes vectors bumps the generation in the same
+transaction. An index file whose generation differs (a run killed before it saved the index) is
+rebuilt from the stored vectors on open, so SQL rows and index never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from pixsearch.errors import LibraryError, ModelMismatchError
+from pixsearch.storage.db import make_engine, session_factory, sqlite_url
+from pixsearch.storage.migrations import migrate
+from pixsearch.storage.schema import Embedding, Meta, ModelRow, TextEmbedding
+from pixsearch.storage.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+IMAGES = "images"
+TEXTS = "texts"
+_VECTOR_TABLES = {IMAGES: Embedding, TEXTS: TextEmbedding}
+
+
+def model_key(spec: str, preprocess_id: str) -> str:
+    """The short name of a (spec, preprocessing) pair; vectors of different keys never mix."""
+    return hashlib.sha256(f"{spec}\n{preprocess_id}".encode()).hexdigest()[:16]
+
+
+def vector_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+class Library:
+    """Open with `Library.open(root)`; `root` is created if missing."""
+
+    def __init__(self, root: Path, db_url: str | None = None) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.db_url = db_url or sqlite_url(self.root / "pixsearch.db")
+        self.index_dir = self.root / "index"
+        self._engine = None
+        self._sessions = None
+
+    @classmethod
+    def open(cls, root: Path, db_url: str | None = None) -> Library:
+        library = cls(root, db_url)
+        try:
+            library.index_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise LibraryError(f"cannot create library folder {library.root}: {error.strerror}") from error
+        library._engine = make_engine(library.db_url)
+        migrate(library._engine)
+        library._sessions = session_factory(library._engine)
+        return library
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in a transaction: committed on success, rolled back on error."""
+        if self._sessions is None:
+            raise LibraryError("library is not open; use Library.open()")
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- meta -----------------------------------------------------------------------------
+    @staticmethod
+    def get_meta(session: Session, key: str) -> str | None:
+        return session.execute(select(Meta.value).where(Meta.key == key)).scalar_one_or_none()
+
+    @staticmethod
+    def set_meta(session: Session, key: str, value: str) -> None:
+        row = session.get(Meta, key)
+        if row is None:
+            session.add(Meta(key=key, value=value))
+        else:
+            row.value = value
+
+    def generation(self, session: Session, kind: str, key: str) -> int:
+        return int(self.get_meta(session, f"generation:{kind}:{key}") or 0)
+
+    def bump_generation(self, session: Session, kind: str, key: str) -> int:
+        value = self.generation(session, kind, key) + 1
+        self.set_meta(session, f"generation:{kind}:{key}", str(value))
+        return value
+
+    # -- models ---------------------------------------------------------------------------
+    def active_model(self, session: Session) -> ModelRow | None:
+        key = self.get_meta(session, "active_model")
+        return session.get(ModelRow, key) if key else None
+
+    def use_model(self, session: Session, spec: str, preprocess_id: str, dim: int, switch: bool = False) -> ModelRow:
+        """Make (spec, preprocessing) the library's model; refuse to change it unless `switch`.
+
+        Raises:
+            ModelMismatchError: the library holds vectors of another model and `switch` is False.
+        """
+        key = model_key(spec, preprocess_id)
+        active = self.active_model(session)
+        if active is not None and active.key != key and not switch:
+            raise ModelMismatchError(
+                f"library {self.root} was indexed with {active.spec} (preprocessing {active.preprocess_id}); "
+                f"asked for {spec} (preprocessing {preprocess_id}). Pass --reindex to re-embed every image "
+                "with the new model, or use another --library"
+            )
+        row = session.get(ModelRow, key)
+        if row is None:
+            row = ModelRow(key=key, spec=spec, preprocess_id=preprocess_id, dim=dim)
+            session.add(row)
+        self.set_meta(session, "active_model", key)
+        return row
+
+    def drop_other_models(self, session: Session, keep: str) -> int:
+        """Delete the vectors of every model but `keep` (after a completed re-index)."""
+        removed = 0
+        for kind, table in _VECTOR_TABLES.items():
+            removed += session.execute(delete(table).where(table.model_key != keep)).rowcount or 0
+            for path in self.index_dir.glob(f"{kind}-*.faiss"):
+                if not path.name.startswith(f"{kind}-{keep}"):
+                    path.unlink(missing_ok=True)
+        return removed
+
+    # -- vector indexes -------------------------------------------------------------------
+    def index_path(self, kind: str, key: str) -> Path:
+        return self.index_dir / f"{kind}-{key}.faiss"
+
+    def load_index(self, kind: str, model: ModelRow) -> VectorIndex:
+        """The index of `kind` for `model`, rebuilt from stored vectors if its file is stale."""
+        path = self.index_path(kind, model.key)
+        with self.session() as session:
+            generation = self.generation(session, kind, model.key)
+        if path.exists():
+            try:
+                index = VectorIndex.load(path)
+                if index.generation == generation and index.dim == model.dim:
+                    return index
+                log.info("index %s is at generation %d, database at %d: rebuilding", path, index.generation, generation)
+            except (LibraryError, RuntimeError) as error:
+                log.warning("index %s unreadable (%s): rebuilding from stored vectors", path, error)
+        index = self.rebuild_index(kind, model)
+        return index
+
+    def rebuild_index(self, kind: str, model: ModelRow) -> VectorIndex:
+        table = _VECTOR_TABLES[kind]
+        with self.session() as session:
+            generation = self.generation(session, kind, model.key)
+            index = VectorIndex(model.dim, generation)
+            query = select(table.id, table.vector).where(table.model_key == model.key).order_by(table.id)
+            batch_ids: list[int] = []
+            batch_vectors: list[bytes] = []
+            for row_id, blob in session.execute(query).yield_per(4096):
+                batch_ids.append(row_id)
+                batch_vectors.append(blob)
+                if len(batch_ids) == 4096:
+                    self._add_blobs(index, batch_ids, batch_vectors)
+                    batch_ids, batch_vectors = [], []
+            self._add_blobs(index, batch_ids, batch_vectors)
+        index.save(self.index_path(kind, model.key))
+        return index
+
+    @staticmethod
+    def _add_blobs(index: VectorIndex, ids: list[int], blobs: list[bytes]) -> None:
+        if not ids:
+            return
+        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), index.dim)
+        index.add(np.asarray(ids, dtype=np.int64), vectors)
+
+    def save_index(self, kind: str, key: str, index: VectorIndex) -> None:
+        index.save(self.index_path(kind, key))
+
+    def count_vectors(self, session: Session, kind: str, key: str) -> int:
+        table = _VECTOR_TABLES[kind]
+        return session.execute(select(func.count()).select_from(table).where(table.model_key == key)).scalar_one()

@@ -1,0 +1,52 @@
+"""Schema versions. A new version appends a step to MIGRATIONS; opening a library runs what is due."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, inspect, select
+
+from pixsearch.errors import LibraryError
+from pixsearch.storage.schema import SCHEMA_VERSION, Base, Meta
+
+log = logging.getLogger(__name__)
+
+# MIGRATIONS[v] upgrades a database at version v to v + 1.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+def schema_version(connection: Connection) -> int | None:
+    if not inspect(connection).has_table(Meta.__tablename__):
+        return None
+    value = connection.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar_one_or_none()
+    return int(value) if value is not None else None
+
+
+def migrate(engine: Engine) -> int:
+    """Create a new database or bring an old one up to SCHEMA_VERSION; returns the version.
+
+    Raises:
+        LibraryError: the database was written by a newer pixsearch, or a migration is missing.
+    """
+    with engine.begin() as connection:
+        version = schema_version(connection)
+        if version is None:
+            Base.metadata.create_all(connection)
+            connection.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            return SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
+            raise LibraryError(
+                f"database schema version {version} is newer than this pixsearch understands ({SCHEMA_VERSION}); "
+                "upgrade pixsearch"
+            )
+        while version < SCHEMA_VERSION:
+            step = MIGRATIONS.get(version)
+            if step is None:
+                raise LibraryError(f"no migration from schema version {version} to {version + 1}")
+            log.info("migrating library schema %d -> %d", version, version + 1)
+            step(connection)
+            version += 1
+        Base.metadata.create_all(connection)  # tables added since, created empty
+        connection.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(version)))
+        return version

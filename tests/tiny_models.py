@@ -1,0 +1,79 @@
+"""Tiny random models built from configs and saved like published checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def _byte_chars() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for bytes."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codes, extra = printable[:], 0
+    for byte in range(256):
+        if byte not in printable:
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+def clip_tokenizer(directory: Path):
+    """A CLIP BPE tokenizer with byte-level pieces only (no merges): every text tokenises."""
+    from transformers import CLIPTokenizer
+
+    chars = _byte_chars()
+    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[])
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def save_tiny_clip(directory: Path, seed: int = 0, image_size: int = 32) -> Path:
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer(directory)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=image_size, patch_size=8,
+        ),
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(directory)
+    (directory / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": image_size},
+        "crop_size": {"height": image_size, "width": image_size}, "do_center_crop": True, "resample": 3,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    }))
+    return directory
+
+
+def save_tiny_siglip(directory: Path, seed: int = 0, image_size: int = 32) -> Path:
+    from transformers import SiglipConfig, SiglipModel
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer(directory)
+    config = SiglipConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=image_size, patch_size=8,
+        ),
+    )
+    SiglipModel(config).save_pretrained(directory)
+    (directory / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "SiglipImageProcessor", "size": {"height": image_size, "width": image_size},
+        "resample": 3, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+    }))
+    return directory
