@@ -1,0 +1,305 @@
+"""BLIP backends on transformers: ITM reranking, captioning and visual question answering.
+
+All three share one loader (`blip_loading.load_blip`): weights checked key by key, the tokenizer
+from the checkpoint directory, the pixel transform from its `preprocessor_config.json`, and the
+vision tower's attention routed through `scaled_dot_product_attention`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image
+
+from pixsearch.errors import ConfigError
+from pixsearch.models.blip_loading import LoadedBlip, load_blip
+from pixsearch.models.preprocess import ImageTransform, stack
+from pixsearch.models.roles import Scores
+from pixsearch.models.spec import ModelOptions, ModelSpec
+
+log = logging.getLogger(__name__)
+
+MATCH = 1  # index of the "match" class in BLIP's ITM head
+
+
+@dataclass(frozen=True)
+class BlipGeneration:
+    """Decoding settings; deterministic (no sampling). Defaults follow BLIP's own captioning setup."""
+
+    num_beams: int = 3
+    max_new_tokens: int = 20
+    min_new_tokens: int = 5
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class _BlipBackend:
+    """Shared life cycle: cheap constructor, idempotent `load()`, `close()`, pixels from PIL images."""
+
+    _model_class_name: str = ""
+
+    def __init__(self, spec: ModelSpec, options: ModelOptions, *, batch_size: int = 8) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        self.spec = spec
+        self.options = options
+        self.batch_size = batch_size
+        self._loaded: LoadedBlip | None = None
+
+    def load(self) -> None:
+        if self._loaded is None:
+            import transformers
+
+            self._loaded = load_blip(getattr(transformers, self._model_class_name), self.spec, self.options)
+
+    def close(self) -> None:
+        self._loaded = None
+
+    @property
+    def _blip(self) -> LoadedBlip:
+        self.load()
+        assert self._loaded is not None
+        return self._loaded
+
+    @property
+    def transform(self) -> ImageTransform:
+        """The pure PIL -> float32[3, H, W] preprocessing (loads the model if needed)."""
+        return self._blip.transform
+
+    def _pixel_tensor(self, pixels: npt.NDArray[np.float32]) -> torch.Tensor:
+        blip = self._blip
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ConfigError(f"pixels must be float32[n, 3, H, W], got shape {pixels.shape}")
+        return torch.from_numpy(np.ascontiguousarray(pixels)).to(blip.device, blip.dtype)
+
+    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        transform = self._blip.transform
+        return self._pixel_tensor(stack([transform(image) for image in images]))
+
+
+class BlipItmReranker(_BlipBackend):
+    """Reranks images for a text query with BLIP's image-text matching (ITM) head.
+
+    The score is the ITM logit of "match": the number LAVIS adds to the ITC cosine when it reranks.
+    Like transformers' `BlipForImageTextRetrieval.forward`, the text starts with [CLS]; the original
+    BLIP code puts its [ENC] token there instead.
+
+    Speed and memory: the vision tower is ~85% of the work per (query, image) pair at 384 px, so
+    `image_features` is split off for caching; `score_features` then runs only the text encoder with
+    cross-attention over the cached tokens plus the head. A cached feature is the vision tower's last
+    hidden state, [577, 768] for BLIP-base at 384 px: 1.7 MiB in float32, half that if the caller
+    stores it as float16 (it is cast back to the model dtype when scored). Vision attention runs
+    through SDPA (transformers 5.23 has no SDPA path for BLIP). Work is done in chunks of `batch_size`.
+    """
+
+    _model_class_name = "BlipForImageTextRetrieval"
+
+    @torch.inference_mode()
+    def pixel_features(self, pixels: npt.NDArray[np.float32]) -> list[torch.Tensor]:
+        """Vision-tower outputs for preprocessed pixels (see `transform`).
+
+        Args:
+            pixels: float32[n, 3, H, W].
+
+        Returns:
+            n CPU tensors [tokens, width], each owning its own memory.
+        """
+        vision = self._blip.model.vision_model
+        features: list[torch.Tensor] = []
+        for start in range(0, len(pixels), self.batch_size):
+            hidden = vision(pixel_values=self._pixel_tensor(pixels[start : start + self.batch_size])).last_hidden_state
+            # clone: a view would keep the whole batch's storage alive in the caller's cache
+            features.extend(row.clone() for row in hidden.cpu().unbind(0))
+        return features
+
+    def image_features(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
+        """Per-image vision features to cache and pass to `score_features`.
+
+        Returns:
+            one CPU tensor [tokens, width] per image, in the model dtype.
+        """
+        if not images:
+            return []
+        transform = self.transform
+        return self.pixel_features(stack([transform(image) for image in images]))
+
+    def score_features(self, query: str, features: Sequence[Any]) -> Scores:
+        """ITM "match" logits of `query` against cached image features.
+
+        Args:
+            query: the text.
+            features: tensors (or arrays) [tokens, width] from `image_features`.
+
+        Returns:
+            float32[k], higher is a better match.
+
+        Raises:
+            ConfigError: a feature whose shape does not fit this model.
+        """
+        return self.itm_logits(query, features)[:, MATCH].copy()
+
+    def score(self, query: str, images: Sequence[Image.Image]) -> Scores:
+        return self.score_features(query, self.image_features(images))
+
+    def match_probabilities(self, query: str, features: Sequence[Any]) -> Scores:
+        """softmax over the two ITM logits: float32[k] probabilities that each image matches."""
+        logits = torch.from_numpy(self.itm_logits(query, features))
+        return torch.softmax(logits, dim=-1)[:, MATCH].numpy()
+
+    @torch.inference_mode()
+    def itm_logits(self, query: str, features: Sequence[Any]) -> npt.NDArray[np.float32]:
+        """Both ITM logits (no match, match) for each cached feature: float32[k, 2]."""
+        blip = self._blip
+        if len(features) == 0:
+            return np.zeros((0, 2), dtype=np.float32)
+        tokens = blip.tokenizer(
+            [query],
+            return_tensors="pt",
+            truncation=True,
+            max_length=blip.model.config.text_config.max_position_embeddings,
+        )
+        input_ids = tokens["input_ids"].to(blip.device)
+        attention_mask = tokens["attention_mask"].to(blip.device)
+        rows = []
+        for chunk in _chunks(features, self.batch_size):
+            image_embeds = self._stack_features(chunk)
+            n = image_embeds.shape[0]
+            # the image side is all real tokens, so no encoder mask: adding zeros would change nothing
+            text = blip.model.text_encoder(
+                input_ids=input_ids.expand(n, -1),
+                attention_mask=attention_mask.expand(n, -1),
+                encoder_hidden_states=image_embeds,
+            )
+            rows.append(blip.model.itm_head(text.last_hidden_state[:, 0, :]).float().cpu())
+        return torch.cat(rows).numpy()
+
+    def _stack_features(self, chunk: Sequence[Any]) -> torch.Tensor:
+        blip = self._blip
+        width = blip.model.config.vision_config.hidden_size
+        tensors = [torch.as_tensor(feature) for feature in chunk]
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2 or next(iter(shapes))[1] != width:
+            raise ConfigError(
+                f"model {self.spec}: image features must all be [tokens, {width}] (from image_features), "
+                f"got shapes {sorted(shapes)}"
+            )
+        return torch.stack(tensors).to(blip.device, blip.dtype)
+
+
+class BlipCaptioner(_BlipBackend):
+    """Captions images with `BlipForConditionalGeneration`, unprompted, by beam search.
+
+    Speed and memory: the vision tower runs once per image; beam search then runs the decoder
+    `num_beams` times per step with cached self- and cross-attention keys. Images are captioned in
+    chunks of `batch_size`; peak memory grows with batch_size x num_beams x image tokens.
+    """
+
+    _model_class_name = "BlipForConditionalGeneration"
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        options: ModelOptions,
+        *,
+        batch_size: int = 8,
+        generation: BlipGeneration | None = None,
+    ) -> None:
+        super().__init__(spec, options, batch_size=batch_size)
+        self.generation = generation or BlipGeneration()
+
+    @torch.inference_mode()
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        """One caption per image, special tokens stripped; the same images always give the same captions."""
+        blip = self._blip
+        captions: list[str] = []
+        for chunk in _chunks(images, self.batch_size):
+            output = blip.model.generate(
+                pixel_values=self._pixels(chunk),
+                do_sample=False,
+                num_beams=self.generation.num_beams,
+                max_new_tokens=self.generation.max_new_tokens,
+                min_new_tokens=self.generation.min_new_tokens,
+            )
+            # the decoder's output starts with its one-token prompt ([DEC], the bos token)
+            captions.extend(
+                text.strip() for text in blip.tokenizer.batch_decode(output[:, 1:], skip_special_tokens=True)
+            )
+        return captions
+
+
+class BlipAnswerer(_BlipBackend):
+    """Answers questions about an image with `BlipForQuestionAnswering`, generating the answer.
+
+    Speed and memory: one image per call; the vision tower and question encoder run once, then a
+    beam search of `max(num_beams, 2 * top_k)` beams (10 by default) over at most `max_new_tokens`
+    answer tokens. The decoder cross-attends only to the question tokens, so beams are cheap.
+    """
+
+    _model_class_name = "BlipForQuestionAnswering"
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        options: ModelOptions,
+        *,
+        batch_size: int = 8,
+        generation: BlipGeneration | None = None,
+    ) -> None:
+        super().__init__(spec, options, batch_size=batch_size)
+        # 10 beams: every top_k up to 5 then searches alike, so top_k=1 is the head of top_k=5
+        self.generation = generation or BlipGeneration(num_beams=10, max_new_tokens=10, min_new_tokens=1)
+
+    @torch.inference_mode()
+    def answer(self, image: Image.Image, question: str, top_k: int = 5) -> list[tuple[str, float]]:
+        """The `top_k` most likely answers with their probabilities, most likely first.
+
+        prob is exp(sequence log-probability): the model's probability of generating exactly that
+        answer and then stopping (beam search without length normalisation). Token sequences that
+        decode to the same text are merged and their probabilities summed, so probabilities of
+        different answers are disjoint and sum to at most 1. Fewer than top_k answers come back when
+        the beams hold fewer distinct non-empty texts.
+
+        Raises:
+            ConfigError: top_k below 1.
+        """
+        if top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        blip = self._blip
+        tokens = blip.tokenizer(
+            [question],
+            return_tensors="pt",
+            truncation=True,
+            max_length=blip.model.config.text_config.max_position_embeddings,
+        )
+        beams = max(self.generation.num_beams, 2 * top_k)
+        output = blip.model.generate(
+            input_ids=tokens["input_ids"].to(blip.device),
+            attention_mask=tokens["attention_mask"].to(blip.device),
+            pixel_values=self._pixels([image]),
+            do_sample=False,
+            num_beams=beams,
+            num_return_sequences=beams,
+            max_new_tokens=self.generation.max_new_tokens,
+            min_new_tokens=self.generation.min_new_tokens,
+            length_penalty=0.0,  # sequences_scores is then the plain sum of token log-probs
+            early_stopping=True,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        texts = blip.tokenizer.batch_decode(output.sequences[:, 1:], skip_special_tokens=True)
+        probs: dict[str, float] = {}
+        for text, prob in zip(texts, output.sequences_scores.float().exp().tolist(), strict=True):
+            text = text.strip()
+            if text:
+                probs[text] = probs.get(text, 0.0) + prob
+        ranked = sorted(probs.items(), key=lambda item: item[1], reverse=True)[:top_k]
+        return [(text, min(prob, 1.0)) for text, prob in ranked]

@@ -1,0 +1,241 @@
+"""BLIP backends on tiny random checkpoints, loaded through the real spec path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from transformers import (
+    BertTokenizer,
+    BlipConfig,
+    BlipForConditionalGeneration,
+    BlipForImageTextRetrieval,
+    BlipForQuestionAnswering,
+)
+from transformers.models.blip import BlipImageProcessorPil
+
+from pixsearch.errors import ConfigError, ModelLoadError, ModelNotFoundError
+from pixsearch.models import Answerer, Captioner, Reranker, Role, create
+from pixsearch.models.blip_loading import SdpaVisionAttention
+
+VOCAB = (
+    "[PAD] [UNK] [CLS] [SEP] [MASK] [DEC] a the red blue green circle square triangle on white background "
+    "what color is how many shapes are in picture ? of and yes no 1 2 3 small big photo there"
+).split()
+IMAGE_SIZE = 32
+QUERY = "a red circle on a white background"
+
+
+def _tiny_config() -> BlipConfig:
+    text = dict(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        pad_token_id=VOCAB.index("[PAD]"),
+        bos_token_id=VOCAB.index("[DEC]"),
+        sep_token_id=VOCAB.index("[SEP]"),
+        eos_token_id=VOCAB.index("[SEP]"),
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+    )
+    return BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
+
+
+def _redraw(model: torch.nn.Module, seed: int) -> None:
+    """Re-draw every parameter so that no bias is zero and activations stay around 1 (HF init is near-degenerate)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if param.ndim >= 2:
+                param.copy_(noise / param[0].numel() ** 0.5)
+            elif "LayerNorm" in name or "layer_norm" in name:
+                param.copy_(1 + 0.2 * noise)
+            else:
+                param.copy_(0.1 * noise)
+
+
+def _save(model_class: type, directory: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    model = model_class(_tiny_config())
+    _redraw(model, seed)
+    model.save_pretrained(directory)
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(VOCAB) + "\n")
+    BertTokenizer(vocab=str(vocab_file), bos_token="[DEC]").save_pretrained(directory)
+    BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def blip_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("blip")
+    return {
+        "itm": _save(BlipForImageTextRetrieval, root / "itm", 0),
+        "caption": _save(BlipForConditionalGeneration, root / "caption", 1),
+        "vqa": _save(BlipForQuestionAnswering, root / "vqa", 2),
+    }
+
+
+@pytest.fixture(scope="session")
+def images() -> list[Image.Image]:
+    red = Image.new("RGB", (80, 80), "white")
+    ImageDraw.Draw(red).ellipse((10, 10, 70, 70), fill="red")
+    blue = Image.new("RGB", (96, 64), "white")
+    ImageDraw.Draw(blue).rectangle((30, 14, 66, 50), fill="blue")
+    green = Image.new("RGB", (64, 96), "white")
+    ImageDraw.Draw(green).polygon([(32, 10), (60, 86), (4, 86)], fill="green")
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    return [red, blue, green, noise.convert("L")]
+
+
+@pytest.fixture(scope="session")
+def reranker(blip_dirs):
+    model = create(f"blip-itm:{blip_dirs['itm']}", role=Role.RERANKER)
+    model.batch_size = 3  # 4 images then span two chunks
+    return model
+
+
+def test_backends_satisfy_their_protocols(blip_dirs):
+    assert isinstance(create(f"blip-itm:{blip_dirs['itm']}"), Reranker)
+    assert isinstance(create(f"blip-caption:{blip_dirs['caption']}"), Captioner)
+    assert isinstance(create(f"blip-vqa:{blip_dirs['vqa']}"), Answerer)
+
+
+def test_transform_matches_blip_image_processor(reranker, blip_dirs, images):
+    # BlipImageProcessor needs torchvision (absent); its PIL twin is what it falls back to without it
+    processor = BlipImageProcessorPil.from_pretrained(blip_dirs["itm"])
+    expected = processor(images=images, return_tensors="np")["pixel_values"]
+    ours = np.stack([reranker.transform(image) for image in images])
+    assert ours.shape == expected.shape == (4, 3, IMAGE_SIZE, IMAGE_SIZE)
+    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
+
+
+def test_cached_feature_logits_equal_model_forward(reranker, blip_dirs, images):
+    reference = BlipForImageTextRetrieval.from_pretrained(blip_dirs["itm"], attn_implementation="eager").eval()
+    tokenizer = BertTokenizer.from_pretrained(blip_dirs["itm"])
+    pixels = torch.from_numpy(
+        BlipImageProcessorPil.from_pretrained(blip_dirs["itm"])(images=images, return_tensors="np")["pixel_values"]
+    )
+    tokens = tokenizer([QUERY] * len(images), return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(
+            input_ids=tokens["input_ids"],
+            attention_mask=tokens["attention_mask"],
+            pixel_values=pixels,
+            use_itm_head=True,
+        ).itm_score.numpy()
+        expected_vision = reference.vision_model(pixel_values=pixels).last_hidden_state.numpy()
+
+    features = reranker.image_features(images)
+    assert isinstance(reranker._blip.model.vision_model.encoder.layers[0].self_attn, SdpaVisionAttention)
+    np.testing.assert_allclose(np.stack([f.numpy() for f in features]), expected_vision, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(reranker.itm_logits(QUERY, features), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(reranker.score_features(QUERY, features), expected[:, 1], atol=1e-5, rtol=0)
+    assert np.ptp(expected[:, 1]) > 1e-3, "random weights should separate the images"
+
+
+def test_features_are_cpu_tensors_owning_their_memory(reranker, images):
+    features = reranker.image_features(images[:2])
+    tokens = (IMAGE_SIZE // 8) ** 2 + 1
+    for feature in features:
+        assert feature.device.type == "cpu" and feature.shape == (tokens, 32)
+        assert feature.untyped_storage().nbytes() == feature.numel() * feature.element_size()
+
+
+def test_scores_are_float32_and_independent_of_batching(reranker, images):
+    scores = reranker.score(QUERY, images)
+    assert scores.dtype == np.float32 and scores.shape == (len(images),)
+    one_by_one = np.concatenate([reranker.score(QUERY, [image]) for image in images])
+    np.testing.assert_allclose(scores, one_by_one, atol=1e-5, rtol=0)
+    assert list(np.argsort(scores)) == list(np.argsort(one_by_one))
+    features = reranker.image_features(images)
+    reversed_scores = reranker.score_features(QUERY, features[::-1])
+    np.testing.assert_allclose(reversed_scores[::-1], scores, atol=1e-5, rtol=0)
+
+
+def test_float16_cached_features_still_score(reranker, images):
+    features = reranker.image_features(images)
+    full = reranker.score_features(QUERY, features)
+    half = reranker.score_features(QUERY, [f.half().numpy() for f in features])
+    assert half.dtype == np.float32
+    np.testing.assert_allclose(half, full, atol=5e-2)
+    probs = reranker.match_probabilities(QUERY, features)
+    assert probs.shape == (len(images),) and np.all((probs >= 0) & (probs <= 1))
+
+
+def test_empty_and_malformed_features(reranker):
+    assert reranker.score_features(QUERY, []).shape == (0,)
+    assert reranker.score(QUERY, []).dtype == np.float32
+    with pytest.raises(ConfigError, match=r"\[tokens, 32\]"):
+        reranker.score_features(QUERY, [torch.zeros(17, 48)])
+
+
+def test_load_is_idempotent_and_close_frees(blip_dirs, images):
+    model = create(f"blip-itm:{blip_dirs['itm']}", role=Role.RERANKER)
+    assert model._loaded is None  # the constructor loads nothing
+    model.load()
+    first = model._loaded.model
+    model.load()
+    assert model._loaded.model is first
+    before = model.score(QUERY, images[:1])
+    model.close()
+    assert model._loaded is None
+    np.testing.assert_allclose(model.score(QUERY, images[:1]), before, atol=1e-6)
+
+
+def test_captions_are_deterministic_strings(blip_dirs, images):
+    captioner = create(f"blip-caption:{blip_dirs['caption']}", role=Role.CAPTIONER)
+    captioner.batch_size = 2
+    captions = captioner.caption(images)
+    assert len(captions) == len(images)
+    assert all(isinstance(c, str) and c and "[" not in c for c in captions)
+    assert captioner.caption(images) == captions
+    assert [captioner.caption([image])[0] for image in images] == captions
+    assert captioner.caption([]) == []
+
+
+def test_vqa_returns_top_k_sorted_probabilities(blip_dirs, images):
+    answerer = create(f"blip-vqa:{blip_dirs['vqa']}", role=Role.ANSWERER)
+    answers = answerer.answer(images[2], "what color is the triangle?", top_k=3)
+    assert len(answers) == 3
+    texts = [text for text, _ in answers]
+    probs = [prob for _, prob in answers]
+    assert len(set(texts)) == 3 and all(isinstance(t, str) and t and "[" not in t for t in texts)
+    assert all(0.0 <= p <= 1.0 for p in probs) and sum(probs) <= 1.0 + 1e-6
+    assert probs == sorted(probs, reverse=True)
+    assert answerer.answer(images[2], "what color is the triangle?", top_k=3) == answers
+    assert answerer.answer(images[2], "what color is the triangle?", top_k=1) == answers[:1]
+    with pytest.raises(ConfigError):
+        answerer.answer(images[2], "what color?", top_k=0)
+
+
+@pytest.mark.parametrize("backend", ["blip-itm", "blip-caption", "blip-vqa"])
+def test_missing_directory_names_the_spec(backend, tmp_path):
+    spec = f"{backend}:{tmp_path / 'absent'}"
+    model = create(spec)
+    with pytest.raises(ModelNotFoundError, match=spec):
+        model.load()
+
+
+def test_wrong_role_is_a_config_error(blip_dirs):
+    with pytest.raises(ConfigError, match="blip-itm"):
+        create(f"blip-itm:{blip_dirs['itm']}", role=Role.CAPTIONER)
+
+
+def test_checkpoint_of_another_task_lists_the_keys(blip_dirs):
+    model = create(f"blip-itm:{blip_dirs['caption']}", role=Role.RERANKER)
+    with pytest.raises(ModelLoadError, match=r"missing .*itm_head\.weight.*unexpected .*text_decoder"):
+        model.load()
