@@ -7,19 +7,15 @@ raises for a bad file.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from pixsearch.imageio import DEFAULT_MAX_PIXELS, exif_facts, open_image
 from pixsearch.models.preprocess import ImageTransform, apply_transform
-
-DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above any camera, below a decompression bomb
 
 
 @dataclass(frozen=True)
@@ -89,64 +85,6 @@ def hash_file(path: str) -> Hashed | Failure:
     return Hashed(path, hash_bytes(data), len(data), mtime)
 
 
-def open_image(data: bytes, path: str, max_pixels: int, draft_size: int | None) -> tuple[Image.Image, int, int]:
-    """Decode bytes to an RGB image, EXIF-rotated, first frame only; returns (image, width, height).
-
-    width and height are the full-resolution size after rotation, whatever draft mode decoded.
-
-    Raises:
-        BadImage reasons as ValueError(reason).
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise ValueError("not an image (format not recognised)") from None
-        except Image.DecompressionBombError as error:
-            raise ValueError(f"decompression bomb refused ({error})") from None
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ValueError(f"{width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
-        if draft_size and image.format == "JPEG":
-            # decode at 1/2, 1/4 or 1/8 scale while staying at least draft_size on each side
-            image.draft("RGB", (draft_size, draft_size))
-        try:
-            image.seek(0)
-            image.load()
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-            image = ImageOps.exif_transpose(image)
-            image = image.convert("RGB")
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
-            message = str(error)
-            if "truncated" in message or isinstance(error, EOFError):
-                raise ValueError("truncated image data") from None
-            raise ValueError(f"corrupt image data ({message or type(error).__name__})") from None
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    return image, width, height
-
-
-def exif_facts(data: bytes) -> tuple[datetime | None, str | None]:
-    """(date taken, camera) from EXIF, when present and well-formed."""
-    try:
-        exif = Image.open(io.BytesIO(data)).getexif()
-    except Exception:  # noqa: BLE001 - EXIF is optional; any trouble means "none"
-        return None, None
-    sub = exif.get_ifd(ExifTags.IFD.Exif) if exif else {}
-    raw_date = sub.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
-    taken = None
-    if isinstance(raw_date, str):
-        try:
-            taken = datetime.strptime(raw_date.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
-        except ValueError:
-            taken = None
-    make = str(exif.get(ExifTags.Base.Make, "") or "").strip("\x00 ")
-    model = str(exif.get(ExifTags.Base.Model, "") or "").strip("\x00 ")
-    camera = model if model.startswith(make) else f"{make} {model}".strip()
-    return taken, camera or None
-
-
 def prepare(path: str, options: DecodeOptions) -> Prepared | Failure:
     """Read, hash, decode and transform one file for the model."""
     read = _read(path)
@@ -161,5 +99,7 @@ def prepare(path: str, options: DecodeOptions) -> Prepared | Failure:
         return Failure(path, str(error))
     except MemoryError:
         return Failure(path, "too large to decode in memory")
+    except Exception as error:  # noqa: BLE001 - one bad file must never end the run
+        return Failure(path, f"could not be decoded ({type(error).__name__}: {error})")
     taken, camera = exif_facts(data)
     return Prepared(path, hash_bytes(data), len(data), mtime, width, height, taken, camera, pixels)

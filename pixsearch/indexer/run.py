@@ -120,9 +120,12 @@ class Indexer:
         entries: list[Entry] = []
         problems: list[Problem] = []
         for found in scan(folders, exclude=self.library.root):
-            (entries if isinstance(found, Entry) else problems).append(found)
-            if len(entries) % 1000 == 0:
-                notify(Progress("scan", len(entries), 0))
+            if isinstance(found, Entry):
+                entries.append(found)
+                if len(entries) % 1000 == 0:
+                    notify(Progress("scan", len(entries), 0))
+            else:
+                problems.append(found)
         notify(Progress("scan", len(entries), len(entries)))
         return entries, problems
 

@@ -27,7 +27,7 @@ class Problem:
 
 def display_path(path: str) -> str:
     """A printable form of a path whose name may not be valid UTF-8."""
-    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def check_roots(roots: Iterable[Path]) -> list[Path]:

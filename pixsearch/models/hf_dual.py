@@ -57,7 +57,9 @@ def load_tower(cls: Any, directory: Path, config: Any, spec: ModelSpec) -> Any:
     expected to be left over, but a missing weight of this tower is an error."""
     model, info = cls.from_pretrained(directory, config=config, output_loading_info=True)
     missing = sorted(info.get("missing_keys", []))
-    mismatched = sorted(str(item[0]) if isinstance(item, tuple) else str(item) for item in info.get("mismatched_keys", []))
+    mismatched = sorted(
+        str(item[0]) if isinstance(item, tuple) else str(item) for item in info.get("mismatched_keys", [])
+    )
     if missing or mismatched:
         raise ModelLoadError(
             f"model {spec}: checkpoint in {directory} does not fit {cls.__name__}: "

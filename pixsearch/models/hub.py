@@ -41,8 +41,7 @@ def resolve_source(spec: ModelSpec, required: tuple[str, ...] = ()) -> Path:
         missing = [name for name in required if not (path / name).exists()]
         if missing:
             raise ModelNotFoundError(
-                f"model {spec}: directory {path} lacks {', '.join(missing)}; "
-                f"it is not a {spec.backend} model directory"
+                f"model {spec}: directory {path} lacks {', '.join(missing)}; it is not a {spec.backend} model directory"
             )
         return path
     # hub ids are "name" or "org/name"; anything else can only have meant a directory

@@ -23,16 +23,46 @@ class Backend:
 _BACKENDS: tuple[Backend, ...] = (
     Backend("clip", Role.DUAL_ENCODER, "pixsearch.models.hf_dual:ClipEncoder", "transformers CLIPModel"),
     Backend("siglip", Role.DUAL_ENCODER, "pixsearch.models.hf_dual:SiglipEncoder", "transformers SiglipModel"),
-    Backend("chinese-clip", Role.DUAL_ENCODER, "pixsearch.models.hf_dual:ChineseClipEncoder", "transformers ChineseCLIPModel"),
-    Backend("mplug", Role.DUAL_ENCODER, "pixsearch.models.mplug.backends:MplugDualEncoder", "native mPLUG, contrastive towers"),
-    Backend("blip-itm", Role.RERANKER, "pixsearch.models.blip:BlipItmReranker", "transformers BlipForImageTextRetrieval, ITM head"),
+    Backend(
+        "chinese-clip",
+        Role.DUAL_ENCODER,
+        "pixsearch.models.hf_dual:ChineseClipEncoder",
+        "transformers ChineseCLIPModel",
+    ),
+    Backend(
+        "mplug",
+        Role.DUAL_ENCODER,
+        "pixsearch.models.mplug.backends:MplugDualEncoder",
+        "native mPLUG, contrastive towers",
+    ),
+    Backend(
+        "blip-itm",
+        Role.RERANKER,
+        "pixsearch.models.blip:BlipItmReranker",
+        "transformers BlipForImageTextRetrieval, ITM head",
+    ),
     Backend("vle-itm", Role.RERANKER, "pixsearch.models.vle.backends:VleItmReranker", "native VLE, ITM head"),
     Backend("mplug-itm", Role.RERANKER, "pixsearch.models.mplug.backends:MplugItmReranker", "native mPLUG, ITM head"),
-    Backend("blip-caption", Role.CAPTIONER, "pixsearch.models.blip:BlipCaptioner", "transformers BlipForConditionalGeneration"),
-    Backend("mplug-caption", Role.CAPTIONER, "pixsearch.models.mplug.backends:MplugCaptioner", "native mPLUG captioning (zh and en)"),
+    Backend(
+        "blip-caption",
+        Role.CAPTIONER,
+        "pixsearch.models.blip:BlipCaptioner",
+        "transformers BlipForConditionalGeneration",
+    ),
+    Backend(
+        "mplug-caption",
+        Role.CAPTIONER,
+        "pixsearch.models.mplug.backends:MplugCaptioner",
+        "native mPLUG captioning (zh and en)",
+    ),
     Backend("blip-vqa", Role.ANSWERER, "pixsearch.models.blip:BlipAnswerer", "transformers BlipForQuestionAnswering"),
     Backend("vle-vqa", Role.ANSWERER, "pixsearch.models.vle.backends:VleAnswerer", "native VLE, VQA head"),
-    Backend("vle-pbc", Role.PATCH_SCORER, "pixsearch.models.vle.backends:VlePatchBoxClassifier", "native VLE, patch-box head"),
+    Backend(
+        "vle-pbc",
+        Role.PATCH_SCORER,
+        "pixsearch.models.vle.backends:VlePatchBoxClassifier",
+        "native VLE, patch-box head",
+    ),
     Backend("mplug-vqa", Role.ANSWERER, "pixsearch.models.mplug.backends:MplugAnswerer", "native mPLUG VQA"),
     Backend("ofa-ve", Role.ENTAILER, "pixsearch.models.ofa.backends:OfaEntailer", "native OFA visual entailment"),
 )
@@ -63,8 +93,7 @@ def create(spec: ModelSpec | str, role: Role | None = None, options: ModelOption
     if role is not None and backend.role != role:
         fitting = ", ".join(b.name for b in backends(role))
         raise ConfigError(
-            f"model spec {spec} is a {backend.role} backend, but a {role} is needed here; "
-            f"{role} backends: {fitting}"
+            f"model spec {spec} is a {backend.role} backend, but a {role} is needed here; {role} backends: {fitting}"
         )
     module_name, _, class_name = backend.target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)

@@ -135,8 +135,11 @@ class Library:
     def index_path(self, kind: str, key: str) -> Path:
         return self.index_dir / f"{kind}-{key}.faiss"
 
-    def load_index(self, kind: str, model: ModelRow) -> VectorIndex:
-        """The index of `kind` for `model`, rebuilt from stored vectors if its file is stale."""
+    def load_index(self, kind: str, model: ModelRow, persist: bool = True) -> VectorIndex:
+        """The index of `kind` for `model`, rebuilt from stored vectors if its file is stale.
+
+        With `persist` False a rebuilt index stays in memory (readers never write files).
+        """
         path = self.index_path(kind, model.key)
         with self.session() as session:
             generation = self.generation(session, kind, model.key)
@@ -148,10 +151,9 @@ class Library:
                 log.info("index %s is at generation %d, database at %d: rebuilding", path, index.generation, generation)
             except (LibraryError, RuntimeError) as error:
                 log.warning("index %s unreadable (%s): rebuilding from stored vectors", path, error)
-        index = self.rebuild_index(kind, model)
-        return index
+        return self.rebuild_index(kind, model, persist)
 
-    def rebuild_index(self, kind: str, model: ModelRow) -> VectorIndex:
+    def rebuild_index(self, kind: str, model: ModelRow, persist: bool = True) -> VectorIndex:
         table = _VECTOR_TABLES[kind]
         with self.session() as session:
             generation = self.generation(session, kind, model.key)
@@ -166,7 +168,8 @@ class Library:
                     self._add_blobs(index, batch_ids, batch_vectors)
                     batch_ids, batch_vectors = [], []
             self._add_blobs(index, batch_ids, batch_vectors)
-        index.save(self.index_path(kind, model.key))
+        if persist:
+            index.save(self.index_path(kind, model.key))
         return index
 
     @staticmethod

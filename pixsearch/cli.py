@@ -1,0 +1,124 @@
+"""The `pixsearch` command: argument parsing, then a call into a service. Errors become exit codes here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pixsearch import __version__
+from pixsearch.errors import (
+    BadImageError,
+    ConfigError,
+    LibraryError,
+    ModelLoadError,
+    ModelNotFoundError,
+    NotFoundError,
+    PixsearchError,
+)
+from pixsearch.settings import DEFAULT_MODEL, Settings
+
+EXIT_CODES = {
+    ConfigError: 2,
+    BadImageError: 2,
+    NotFoundError: 2,
+    ModelNotFoundError: 3,
+    ModelLoadError: 3,
+    LibraryError: 4,
+}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--library", type=Path, help="library folder (env PIXSEARCH_LIBRARY; default: user data dir)")
+    parser.add_argument("--db-url", help="SQLAlchemy URL of the metadata database (default: SQLite in the library)")
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda (env PIXSEARCH_DEVICE)")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="weights dtype; auto measures bf16")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pixsearch", description="Search your photos by words or by a photo.")
+    parser.add_argument("--version", action="version", version=f"pixsearch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="index (or update) folders of photos")
+    _common(index)
+    index.add_argument("folders", nargs="+", type=Path)
+    index.add_argument("--model", help=f"dual encoder spec backend:source (default {DEFAULT_MODEL}, or the library's)")
+    index.add_argument("--reindex", action="store_true", help="switch the library to --model, re-embedding every image")
+    index.add_argument("--batch-size", type=int)
+    index.add_argument("--workers", type=int, help="decoding processes (default: one per core; 0: none)")
+    index.add_argument("--max-pixels", type=int, help="refuse images larger than this (decompression bombs)")
+
+    texts = commands.add_parser("index-texts", help="add a text file (one text per line) for image->text lookups")
+    _common(texts)
+    texts.add_argument("file", type=Path)
+    texts.add_argument("--collection", help="collection name (default: the file name)")
+
+    search = commands.add_parser("search", help="search by words or by a photo")
+    _common(search)
+    search.add_argument("query", nargs="?", help="words to search for")
+    search.add_argument("--image", type=Path, help="search with a photo instead of (or as well as) words")
+    search.add_argument("--in", dest="target", choices=["images", "texts"], default="images", help="what to return")
+    search.add_argument("-k", "--top", dest="k", type=int, default=10, help="number of results (1-1000)")
+    search.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
+    search.add_argument("--collection", help="with --in texts: only this text collection")
+    search.add_argument("--json", action="store_true", help="machine-readable output")
+
+    status = commands.add_parser("status", help="what the library holds")
+    _common(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        library=args.library,
+        db_url=args.db_url,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=getattr(args, "batch_size", None),
+        workers=getattr(args, "workers", None),
+        max_pixels=getattr(args, "max_pixels", None),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    _quiet_transformers(args.verbose)
+    from pixsearch import commands
+
+    try:
+        settings = settings_from(args)
+        handler = getattr(commands, "run_" + args.command.replace("-", "_"))
+        return int(handler(args, settings) or 0)
+    except PixsearchError as error:
+        print(f"pixsearch: {error}", file=sys.stderr)
+        return next((code for cls, code in EXIT_CODES.items() if isinstance(error, cls)), 1)
+    except KeyboardInterrupt:
+        print("pixsearch: interrupted; what was committed is kept, run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _quiet_transformers(verbose: bool) -> None:
+    try:
+        import transformers
+    except ImportError:  # pragma: no cover - a dependency, but the CLI can still say so
+        return
+    transformers.logging.set_verbosity_info() if verbose else transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""What a search returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class ImageHit:
+    image_id: int
+    path: str
+    score: float
+    width: int
+    height: int
+    taken_at: datetime | None = None
+    camera: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.image_id,
+            "path": self.path,
+            "score": round(self.score, 6),
+            "width": self.width,
+            "height": self.height,
+            "taken_at": self.taken_at.isoformat() if self.taken_at else None,
+            "camera": self.camera,
+        }
+
+
+@dataclass(frozen=True)
+class TextHit:
+    text_id: int
+    text: str
+    collection: str
+    score: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.text_id, "text": self.text, "collection": self.collection, "score": round(self.score, 6)}

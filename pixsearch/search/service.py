@@ -1,0 +1,162 @@
+"""Searching a library: text->image, image->image, image->text. Reads only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import select
+
+from pixsearch.errors import ConfigError, EmptyIndexError, LibraryError, NotFoundError
+from pixsearch.models import registry
+from pixsearch.models.roles import DualEncoder, Embedding, Role, Tower
+from pixsearch.models.spec import ModelOptions
+from pixsearch.search.results import ImageHit, TextHit
+from pixsearch.storage.library import IMAGES, TEXTS, Library
+from pixsearch.storage.schema import Embedding as EmbeddingRow
+from pixsearch.storage.schema import ImageRow, ModelRow, TextEmbedding, TextRow
+from pixsearch.storage.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+MAX_K = 1000
+
+
+def check_k(k: int, offset: int = 0) -> None:
+    if not 1 <= k <= MAX_K:
+        raise ConfigError(f"k must be between 1 and {MAX_K}, got {k}")
+    if not 0 <= offset <= 100_000:
+        raise ConfigError(f"offset must be between 0 and 100000, got {offset}")
+
+
+class SearchService:
+    """Answers queries against a library with the model the library was indexed with."""
+
+    def __init__(self, library: Library, options: ModelOptions | None = None, encoder: DualEncoder | None = None):
+        self.library = library
+        self.options = options or ModelOptions()
+        self._encoder = encoder
+        self._model: ModelRow | None = None
+        self._indexes: dict[str, tuple[int, VectorIndex]] = {}
+
+    # -- model and indexes ----------------------------------------------------------------
+    @property
+    def model(self) -> ModelRow:
+        if self._model is None:
+            with self.library.session() as session:
+                self._model = self.library.active_model(session)
+            if self._model is None:
+                raise EmptyIndexError(f"library {self.library.root} has no images indexed yet; run `pixsearch index`")
+        return self._model
+
+    @property
+    def encoder(self) -> DualEncoder:
+        if self._encoder is None:
+            self._encoder = registry.create(self.model.spec, Role.DUAL_ENCODER, self.options)
+        return self._encoder
+
+    def _check_preprocessing(self) -> None:
+        if self.encoder.preprocess_id != self.model.preprocess_id:
+            raise LibraryError(
+                f"model {self.model.spec} now preprocesses images differently ({self.encoder.preprocess_id}) "
+                f"than when the library was indexed ({self.model.preprocess_id}); re-index with --reindex"
+            )
+
+    def index(self, kind: str) -> VectorIndex:
+        """The current index of `kind`, reloaded when the database moved on (an indexer ran)."""
+        with self.library.session() as session:
+            generation = self.library.generation(session, kind, self.model.key)
+        cached = self._indexes.get(kind)
+        if cached is None or cached[0] != generation:
+            self._indexes[kind] = (generation, self.library.load_index(kind, self.model, persist=False))
+        return self._indexes[kind][1]
+
+    # -- queries --------------------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str]) -> Embedding:
+        self.encoder.load_towers(Tower.TEXT)
+        return self.encoder.encode_texts(list(texts))
+
+    def encode_image(self, image: Image.Image) -> Embedding:
+        self._check_preprocessing()
+        self.encoder.load_towers(Tower.IMAGE)
+        return self.encoder.encode_images([image])
+
+    def text_to_image(self, query: str, k: int = 10, offset: int = 0) -> list[ImageHit]:
+        if not query.strip():
+            raise ConfigError("empty query: give some words to search for")
+        return self.vector_to_image(self.encode_text([query])[0], k, offset)
+
+    def image_to_image(self, image: Image.Image, k: int = 10, offset: int = 0) -> list[ImageHit]:
+        return self.vector_to_image(self.encode_image(image)[0], k, offset)
+
+    def similar_to(self, image_id: int, k: int = 10, offset: int = 0) -> list[ImageHit]:
+        """ "More like this": neighbours of a stored image by its stored vector, itself excluded."""
+        with self.library.session() as session:
+            blob = session.execute(
+                select(EmbeddingRow.vector).where(
+                    EmbeddingRow.image_id == image_id, EmbeddingRow.model_key == self.model.key
+                )
+            ).scalar_one_or_none()
+        if blob is None:
+            raise NotFoundError(f"image {image_id} is not in the library")
+        hits = self.vector_to_image(np.frombuffer(blob, dtype=np.float32), k + 1, offset)
+        return [hit for hit in hits if hit.image_id != image_id][:k]
+
+    def vector_to_image(self, vector: np.ndarray, k: int = 10, offset: int = 0) -> list[ImageHit]:
+        check_k(k, offset)
+        index = self.index(IMAGES)
+        if len(index) == 0:
+            raise EmptyIndexError(f"library {self.library.root} has no images indexed yet; run `pixsearch index`")
+        scores, ids = index.search(np.asarray(vector, dtype=np.float32)[None, :], k + offset)
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0][offset:]
+        return self._image_hits(pairs)
+
+    def image_to_text(self, image: Image.Image, k: int = 10, collection: str | None = None) -> list[TextHit]:
+        check_k(k)
+        index = self.index(TEXTS)
+        if len(index) == 0:
+            raise EmptyIndexError(f"library {self.library.root} has no texts indexed; run `pixsearch index-texts`")
+        vector = self.encode_image(image)
+        # a collection filter is applied after the search, so fetch more than asked
+        fetch = k if collection is None else min(len(index), k * 10)
+        scores, ids = index.search(vector, fetch)
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        hits = self._text_hits(pairs)
+        if collection is not None:
+            hits = [hit for hit in hits if hit.collection == collection]
+        return hits[:k]
+
+    # -- rows -----------------------------------------------------------------------------
+    def _image_hits(self, pairs: list[tuple[int, float]]) -> list[ImageHit]:
+        if not pairs:
+            return []
+        with self.library.session() as session:
+            query = (
+                select(EmbeddingRow.id, ImageRow)
+                .join(ImageRow, ImageRow.id == EmbeddingRow.image_id)
+                .where(EmbeddingRow.id.in_([vector_id for vector_id, _ in pairs]))
+            )
+            rows = {vector_id: image for vector_id, image in session.execute(query)}
+        return [
+            ImageHit(r.id, r.path, score, r.width, r.height, r.taken_at, r.camera)
+            for vector_id, score in pairs
+            if (r := rows.get(vector_id)) is not None
+        ]
+
+    def _text_hits(self, pairs: list[tuple[int, float]]) -> list[TextHit]:
+        if not pairs:
+            return []
+        with self.library.session() as session:
+            query = (
+                select(TextEmbedding.id, TextRow)
+                .join(TextRow, TextRow.id == TextEmbedding.text_id)
+                .where(TextEmbedding.id.in_([vector_id for vector_id, _ in pairs]))
+            )
+            rows = {vector_id: text for vector_id, text in session.execute(query)}
+        return [
+            TextHit(r.id, r.text, r.collection, score)
+            for vector_id, score in pairs
+            if (r := rows.get(vector_id)) is not None
+        ]

@@ -1,0 +1,73 @@
+"""One Settings object, read from the environment (prefix PIXSEARCH_) at the entry point and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pixsearch.errors import ConfigError
+
+DEFAULT_MODEL = "clip:openai/clip-vit-base-patch32"
+
+
+def default_library() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("pixsearch")) / "library"
+
+
+@dataclass(frozen=True)
+class Settings:
+    library: Path
+    db_url: str | None = None  # default: SQLite inside the library folder
+    model: str = DEFAULT_MODEL
+    device: str = "cpu"
+    dtype: str = "auto"
+    batch_size: int = 32
+    workers: int | None = None
+    max_pixels: int = 100_000_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read PIXSEARCH_<FIELD> variables; `overrides` that are not None win over them.
+
+        Raises:
+            ConfigError: a variable does not parse (names the variable and its value).
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {"library": default_library()}
+        for field in fields(cls):
+            raw = env.get(f"PIXSEARCH_{field.name.upper()}")
+            if raw is not None and raw != "":
+                values[field.name] = _parse(field.name, raw)
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        values["library"] = Path(values["library"]).expanduser()
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers must be 0 or more, got {self.workers}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max pixels must be positive, got {self.max_pixels}")
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+_INTS = {"batch_size", "workers", "max_pixels"}
+
+
+def _parse(name: str, raw: str) -> Any:
+    if name in _INTS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"PIXSEARCH_{name.upper()}={raw!r} is not an integer") from None
+    return raw

@@ -1,0 +1,60 @@
+"""What a library holds: counts, model, index files, skipped files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from pixsearch.storage.library import IMAGES, TEXTS, Library
+from pixsearch.storage.schema import ImageRow, SkippedFile, TextRow
+
+
+@dataclass
+class LibraryStatus:
+    root: str
+    database: str
+    images: int = 0
+    image_vectors: int = 0
+    texts: int = 0
+    text_vectors: int = 0
+    model: str | None = None
+    preprocess_id: str | None = None
+    dim: int | None = None
+    index_type: str | None = None
+    index_bytes: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        data = dict(self.__dict__)
+        data["skipped"] = [{"path": path, "reason": reason} for path, reason in self.skipped]
+        return data
+
+
+def library_status(library: Library) -> LibraryStatus:
+    status = LibraryStatus(root=str(library.root), database=_safe_url(library.db_url))
+    with library.session() as session:
+        status.images = session.execute(select(func.count()).select_from(ImageRow)).scalar_one()
+        status.texts = session.execute(select(func.count()).select_from(TextRow)).scalar_one()
+        status.skipped = [
+            tuple(row)
+            for row in session.execute(select(SkippedFile.path, SkippedFile.reason).order_by(SkippedFile.path))
+        ]
+        model = library.active_model(session)
+        if model is not None:
+            status.model, status.preprocess_id, status.dim = model.spec, model.preprocess_id, model.dim
+            status.image_vectors = library.count_vectors(session, IMAGES, model.key)
+            status.text_vectors = library.count_vectors(session, TEXTS, model.key)
+    if model is not None:
+        status.index_type = "flat (exact inner product)"
+        for kind in (IMAGES, TEXTS):
+            path = library.index_path(kind, model.key)
+            status.index_bytes += path.stat().st_size if path.exists() else 0
+    return status
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without a password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
