@@ -87,7 +87,9 @@ class _MplugBackend:
 
     @property
     def model(self) -> MplugModel:
-        self.load()
+        """The loaded model (loads this backend's parts if nothing is loaded yet)."""
+        if self._model is None:
+            self.load()
         assert self._model is not None
         return self._model
 

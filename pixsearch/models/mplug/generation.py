@@ -102,7 +102,8 @@ def beam_search(step_fn: StepFn, batch: int, settings: DecodeSettings, device: t
 def greedy_search(step_fn: StepFn, batch: int, settings: DecodeSettings, device: torch.device) -> list[Hypothesis]:
     """Arg-max decoding with the same start/end tokens, min_length and max_length as beam search.
 
-    A sequence stops after its end token; its score is its cumulative log-probability.
+    A sequence stops after its end token; its score is its cumulative log-probability, with log-probs
+    taken as in beam search (the end token is blocked after normalising, not renormalised away).
     """
     items = torch.arange(batch, device=device)
     sequences = torch.full((batch, 1), settings.start_id, dtype=torch.long, device=device)
