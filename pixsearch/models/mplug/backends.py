@@ -188,7 +188,8 @@ class MplugItmReranker(_MplugBackend):
         with torch.inference_mode():
             for start in range(0, len(images), BATCH):
                 embeds = self._image_embeds(images[start : start + BATCH]).cpu()
-                features.extend(embeds.unbind(0))
+                # one storage per image, so a cached feature does not pin its whole batch
+                features.extend(embed.clone() for embed in embeds.unbind(0))
         return features
 
     def pair_logits(self, query: str, features: Sequence[Any]) -> npt.NDArray[np.float32]:

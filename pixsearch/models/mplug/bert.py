@@ -35,6 +35,7 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function a BERT `hidden_act` names ('gelu' is the exact erf GELU, as transformers' ACT2FN)."""
     if name not in _ACTIVATIONS:
         raise ConfigError(f"mPLUG: hidden_act {name!r} is not one of {', '.join(sorted(_ACTIVATIONS))}")
     return _ACTIVATIONS[name]

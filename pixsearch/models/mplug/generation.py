@@ -46,6 +46,7 @@ class Hypothesis:
 
 
 def length_penalty(step: int, alpha: float) -> float:
+    """TextGenerator's penalty at 0-based `step`: ((5 + step + 1) / 6) ** alpha."""
     return ((5.0 + (step + 1)) / 6.0) ** alpha
 
 

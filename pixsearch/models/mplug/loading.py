@@ -50,9 +50,15 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         ModelLoadError: the file cannot be read as a tensor state dict.
     """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - corrupt file, pickle refusal and I/O all mean: cannot load
-        raise ModelLoadError(f"cannot read mPLUG checkpoint {path}: {type(error).__name__}: {error}") from error
+        # memory-mapped where the file format allows: tensors this model does not use are never read
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files cannot be mapped; read them whole below
+        state = None
+    if state is None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - corrupt file, pickle refusal and I/O all mean: cannot load
+            raise ModelLoadError(f"cannot read mPLUG checkpoint {path}: {type(error).__name__}: {error}") from error
     for wrapper in ("model", "module"):
         if isinstance(state, dict) and wrapper in state:
             state = state[wrapper]

@@ -20,6 +20,7 @@ from pixsearch.models.preprocess import CLIP_MEAN, CLIP_STD, ImageTransform, app
 
 
 def image_transform(config: MplugConfig) -> ImageTransform:
+    """MPlugPreprocessor's image recipe for this model's image_res."""
     return ImageTransform(size=config.image_res, mode="squash", resample="bicubic", mean=CLIP_MEAN, std=CLIP_STD)
 
 

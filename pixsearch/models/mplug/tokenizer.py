@@ -68,6 +68,7 @@ class MplugTokenizer:
 
     @classmethod
     def from_dir(cls, model_dir: Path, max_length: int = MAX_TEXT_TOKENS) -> MplugTokenizer:
+        """The tokenizer of a model directory's `vocab.txt` (raises ModelLoadError when unreadable)."""
         return cls(read_vocab(model_dir / "vocab.txt"), max_length)
 
     def _build(self, vocab: dict[str, int], max_length: int) -> Tokenizer:
