@@ -155,3 +155,12 @@ def test_pre_caption() -> None:
     assert pre_caption("  ,.a") == ",.a"  # leading punctuation goes only before whitespace is trimmed
     assert pre_caption("one two three four", max_words=2) == "one two"
     assert pre_caption("<person> smiles") == "person smiles"
+
+
+def test_a_prompt_longer_than_max_len_still_reaches_an_answer() -> None:
+    # fairseq would force </s> inside the prefix (ModelScope then answers ''); the limit is raised instead
+    prefix = [BOS, 9, 10, 11, 12, 13, 14, 15]
+    search = BeamSearch(BeamSettings(beam_size=3, max_len_b=4), AnswerTrie(ANSWERS, BOS, EOS), PAD, UNK, 3)
+    result = search.run(fake_decoder(1), prefix, source_length=9)
+    assert len(result.hypotheses) == 3
+    assert all(h.tokens[: len(prefix)] == prefix and h.tokens[len(prefix) : -1] in ANSWERS for h in result.hypotheses)

@@ -7,7 +7,9 @@ scores is a full distribution over the answers.
 
 generation: fairseq-style beam search from `<s>`, forced through `prefix_tokens` (which starts with
 `<s>` again, so the decoder reads `<s> <s> prompt ...`), then restricted to the trie. Hypotheses
-score sum(positional log-probs) / length**len_penalty, the forced prefix included.
+score sum(positional log-probs) / length**len_penalty, the forced prefix included. One deliberate
+difference: the length limit is raised to fit prefix + longest answer, where fairseq would cut a
+long prompt short and ModelScope would answer ''.
 
 Only trie paths ever get a finite score, so both modes can only ever answer one of the answers.
 """
@@ -33,6 +35,7 @@ class AnswerTrie:
     def __init__(self, answers: Sequence[Sequence[int]], bos: int, eos: int) -> None:
         self.bos, self.eos = bos, eos
         self._root: dict[int, dict] = {}
+        self.longest = max((len(answer) for answer in answers), default=0)
         for answer in answers:
             node = self._root
             for token in [bos, *answer, eos]:
@@ -180,6 +183,9 @@ class BeamSearch:
         """Search for one example; `decode` must already hold its encoder output."""
         s, eos = self.settings, self.trie.eos
         max_len = int(s.max_len_a * source_length + s.max_len_b)
+        # fairseq forces </s> at step max_len even inside the prefix, so a prompt longer than
+        # max_len_b would end before any answer (ModelScope then labels it ''); leave room instead.
+        max_len = max(max_len, len(prefix) + self.trie.longest)
         forced_path = torch.tensor([[self.trie.bos, *prefix]])
         # The forced steps all extend the one live beam, so a single causal pass over <s> + prefix
         # yields the logits of every prefix step and of the answer step.

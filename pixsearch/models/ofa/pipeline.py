@@ -101,13 +101,10 @@ class OfaVisualEntailment:
     def generate(self, encoder_out: OfaEncoderOutput, text: OfaTextInputs) -> GenerationResult:
         return self.search.run(self._decode_fn(encoder_out), text.prefix_tokens, len(text.input_ids))
 
-    def hypothesis_answer(self, tokens: list[int], text: OfaTextInputs) -> str:
-        """The answer a finished hypothesis spells after its prefix (always one of the answers: only
-        trie paths get finite scores)."""
-        answer = tuple(tokens[len(text.prefix_tokens) : -1])
-        if answer not in self._answer_by_tokens:
-            raise RuntimeError(f"hypothesis tokens {tokens} leave the answer trie")  # cannot happen
-        return self._answer_by_tokens[answer]
+    def hypothesis_answer(self, tokens: list[int], text: OfaTextInputs) -> str | None:
+        """The answer a finished hypothesis spells after its prefix, or None if it spells none
+        (only trie paths get finite scores, so a finished hypothesis always spells one)."""
+        return self._answer_by_tokens.get(tuple(tokens[len(text.prefix_tokens) : -1]))
 
     def run(self, image: Image.Image, hypothesis: str, generation: bool = True) -> EntailmentResult:
         """Preprocess, encode once, and score the answers in traverse (and generation) mode."""
@@ -119,11 +116,11 @@ class OfaVisualEntailment:
         traverse_label = self.answers[scored.best]
         generation_label = None
         if generated is not None:
-            if generated.hypotheses:
-                generation_label = self.hypothesis_answer(generated.hypotheses[0].tokens, text)
-            else:
+            labels = [self.hypothesis_answer(h.tokens, text) for h in generated.hypotheses]
+            generation_label = next((label for label in labels if label is not None), None)
+            if generation_label is None:
                 # Every beam was blocked (an n-gram repeat at the prompt's end); ModelScope fails an
                 # assertion here. Answer with the traverse label instead of failing.
-                log.warning("OFA beam search finished no hypothesis for %r; using the traverse answer", hypothesis)
+                log.warning("OFA beam search finished no answer for %r; using the traverse answer", hypothesis)
                 generation_label = traverse_label
         return EntailmentResult(scored, generated, traverse_label, generation_label)

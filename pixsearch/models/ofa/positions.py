@@ -20,16 +20,17 @@ def token_bucket_table(bucket_size: int, max_position: int = TOKEN_TABLE_POSITIO
 
     Offsets within +-bucket_size/2 keep their own bucket; farther ones share log-spaced buckets.
     """
-    positions = torch.arange(max_position, dtype=torch.long)
-    relative = positions[:, None] - positions[None, :]
+    # the bucket depends only on the offset i - j: compute it once per offset, then index
+    relative = torch.arange(-(max_position - 1), max_position, dtype=torch.long)
     sign = torch.sign(relative)
     mid = bucket_size // 2
     near = (relative < mid) & (relative > -mid)
     distance = torch.where(near, mid - 1, relative.abs())
     log_scale = math.log((max_position - 1) / mid)
     log_bucket = (torch.ceil(torch.log(distance / mid) / log_scale * (mid - 1)) + mid).int()
-    bucket = torch.where(distance.le(mid), relative, log_bucket * sign).long()
-    return bucket + bucket_size - 1
+    by_offset = torch.where(distance.le(mid), relative, log_bucket * sign).long() + bucket_size - 1
+    index = torch.arange(max_position)
+    return by_offset[index[:, None] - index[None, :] + max_position - 1]
 
 
 def image_bucket_count(bucket_size: int) -> int:
