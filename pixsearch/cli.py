@@ -68,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
     search.add_argument("--collection", help="with --in texts: only this text collection")
     search.add_argument("--json", action="store_true", help="machine-readable output")
+    search.add_argument(
+        "--rerank", metavar="SPEC", help="rerank the top results with this model (env PIXSEARCH_RERANKER)"
+    )
+    search.add_argument("--no-rerank", action="store_true", help="do not rerank, even if a reranker is configured")
+    search.add_argument("--rerank-k", type=int, help="how many of the top results to rerank (default 16)")
+    search.add_argument(
+        "--fusion", choices=["itm+sim", "itm"], help="itm+sim: ITM logit + similarity (BLIP); itm: ITM only"
+    )
+    search.add_argument(
+        "--rerank-disk-cache", action="store_true", default=None, help="keep reranker image features on disk"
+    )
+
+    cache = commands.add_parser("rerank-cache", help="precompute reranker image features for the whole library (disk)")
+    _common(cache)
+    cache.add_argument("--rerank", metavar="SPEC", help="the reranker (env PIXSEARCH_RERANKER)")
 
     status = commands.add_parser("status", help="what the library holds")
     _common(status)
@@ -84,6 +99,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         batch_size=getattr(args, "batch_size", None),
         workers=getattr(args, "workers", None),
         max_pixels=getattr(args, "max_pixels", None),
+        reranker=getattr(args, "rerank", None),
+        rerank_k=getattr(args, "rerank_k", None),
+        fusion=getattr(args, "fusion", None),
+        rerank_disk_cache=getattr(args, "rerank_disk_cache", None),
     )
 
 

@@ -17,6 +17,8 @@ from pixsearch.imageio import load_image
 from pixsearch.indexer import Indexer, IndexOptions, Progress
 from pixsearch.indexer.texts import index_texts
 from pixsearch.models import ModelOptions, Role, create
+from pixsearch.rerank import Fusion, RerankOptions, RerankService
+from pixsearch.rerank.cache import disk_usage
 from pixsearch.search import SearchService
 from pixsearch.settings import Settings
 from pixsearch.storage import Library
@@ -95,15 +97,35 @@ def run_index_texts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _reranker(settings: Settings, library: Library) -> RerankService | None:
+    if not settings.reranker:
+        return None
+    options = RerankOptions(
+        k=settings.rerank_k,
+        fusion=Fusion.parse(settings.fusion),
+        disk_cache=settings.rerank_disk_cache,
+        max_pixels=settings.max_pixels,
+    )
+    model = create(settings.reranker, Role.RERANKER, _options(settings))
+    return RerankService(model, settings.reranker, library.root, options)
+
+
 def run_search(args: argparse.Namespace, settings: Settings) -> int:
     if not args.query and not args.image:
         raise ConfigError("give words to search for, or --image PATH")
-    service = SearchService(_open(settings), _options(settings))
+    library = _open(settings)
+    service = SearchService(library, _options(settings))
+    reranker = None if args.no_rerank else _reranker(settings, library)
     image = load_image(args.image, settings.max_pixels) if args.image else None
+    # rerank looks at the top rerank_k, so fetch at least that many before paging
+    fetch = max(args.k + args.offset, settings.rerank_k) if reranker else args.k
     if args.target == "texts":
         if image is None:
             raise ConfigError("--in texts needs --image PATH (image->text lookup)")
-        hits = service.image_to_text(image, args.k, args.collection)
+        hits = service.image_to_text(image, fetch, args.collection)
+        if reranker:
+            hits = reranker.rerank_texts(image, hits)
+        hits = hits[: args.k]
         if args.json:
             print_json([hit.to_json() for hit in hits])
         for hit in [] if args.json else hits:
@@ -111,15 +133,37 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if image is not None and args.query:
         vector = service.encode_text([args.query])[0] + service.encode_image(image)[0]
-        hits = service.vector_to_image(vector / max(float((vector**2).sum()) ** 0.5, 1e-12), args.k, args.offset)
+        hits = service.vector_to_image(vector / max(float((vector**2).sum()) ** 0.5, 1e-12), fetch)
     elif image is not None:
-        hits = service.image_to_image(image, args.k, args.offset)
+        hits = service.image_to_image(image, fetch)
     else:
-        hits = service.text_to_image(args.query, args.k, args.offset)
+        hits = service.text_to_image(args.query, fetch)
+        if reranker:
+            hits = reranker.rerank_images(args.query, hits)
+    hits = hits[args.offset : args.offset + args.k]
     if args.json:
         print_json([hit.to_json() for hit in hits])
     for hit in [] if args.json else hits:
-        print(f"{hit.score:.4f}  {hit.path}")
+        detail = (
+            f"  (similarity {hit.first_stage_score:.4f}, rerank {hit.rerank_score:.4f})"
+            if hit.rerank_score is not None
+            else ""
+        )
+        print(f"{hit.score:.4f}  {hit.path}{detail}")
+    return 0
+
+
+def run_rerank_cache(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.with_(rerank_disk_cache=True)
+    if not settings.reranker:
+        raise ConfigError("name the reranker with --rerank SPEC or PIXSEARCH_RERANKER")
+    library = _open(settings)
+    reranker = _reranker(settings, library)
+    hits = SearchService(library).all_images()
+    with tqdm(total=len(hits), desc="rerank features", unit="img", file=sys.stderr) as bar:
+        computed = reranker.precompute(hits, lambda done, total: bar.update(done - bar.n))
+    used = sum(disk_usage(library.root).values())
+    print(f"{computed} images computed, {len(hits) - computed} already cached; rerank caches use {used / 1e6:.1f} MB")
     return 0
 
 
@@ -137,6 +181,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"images    {status.images} ({status.image_vectors} vectors)")
     print(f"texts     {status.texts} ({status.text_vectors} vectors)")
     print(f"index     {status.index_type or '-'}, {status.index_bytes / 1e6:.1f} MB on disk")
+    print(f"rerank    {status.rerank_cache_bytes / 1e6:.1f} MB of cached reranker features on disk")
     print(f"skipped   {len(status.skipped)}")
     for path, reason in status.skipped:
         print(f"  {path}: {reason}")

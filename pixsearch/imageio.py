@@ -83,9 +83,11 @@ def exif_facts(data: bytes) -> tuple[datetime | None, str | None]:
 
 
 def load_image(
-    source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+    source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None, draft: int | None = None
 ) -> Image.Image:
     """An RGB image from a path or bytes (a query image, an upload).
+
+    `draft` lets a JPEG decode at reduced scale while staying at least that many pixels a side.
 
     Raises:
         BadImageError: naming the file (or `name`) and the reason.
@@ -103,7 +105,7 @@ def load_image(
     if not data:
         raise BadImageError(label, "empty file (0 bytes)")
     try:
-        image, _, _ = open_image(data, label, max_pixels, None)
+        image, _, _ = open_image(data, label, max_pixels, draft)
     except ValueError as error:
         raise BadImageError(label, str(error)) from None
     return image

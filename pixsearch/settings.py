@@ -29,6 +29,10 @@ class Settings:
     batch_size: int = 32
     workers: int | None = None
     max_pixels: int = 100_000_000
+    reranker: str | None = None  # e.g. blip-itm:Salesforce/blip-itm-base-coco; None: no reranking
+    rerank_k: int = 16
+    fusion: str = "itm+sim"
+    rerank_disk_cache: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -54,6 +58,10 @@ class Settings:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers must be 0 or more, got {self.workers}")
+        if not 1 <= self.rerank_k <= 256:
+            raise ConfigError(f"rerank k must be between 1 and 256, got {self.rerank_k}")
+        if self.fusion not in {"itm+sim", "itm"}:
+            raise ConfigError(f"fusion must be 'itm+sim' (BLIP) or 'itm' (mPLUG), got {self.fusion!r}")
         if self.max_pixels < 1:
             raise ConfigError(f"max pixels must be positive, got {self.max_pixels}")
 
@@ -61,7 +69,8 @@ class Settings:
         return replace(self, **changes)
 
 
-_INTS = {"batch_size", "workers", "max_pixels"}
+_INTS = {"batch_size", "workers", "max_pixels", "rerank_k"}
+_BOOLS = {"rerank_disk_cache"}
 
 
 def _parse(name: str, raw: str) -> Any:
@@ -70,4 +79,8 @@ def _parse(name: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"PIXSEARCH_{name.upper()}={raw!r} is not an integer") from None
+    if name in _BOOLS:
+        if raw.lower() not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            raise ConfigError(f"PIXSEARCH_{name.upper()}={raw!r} is not a yes/no value")
+        return raw.lower() in {"1", "true", "yes", "on"}
     return raw

@@ -23,3 +23,11 @@ def tiny_siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def clip_spec(tiny_clip_dir: Path) -> str:
     return f"clip:{tiny_clip_dir}"
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tiny_models import save_tiny_blip
+
+    root = tmp_path_factory.mktemp("tiny-blip")
+    return {kind: save_tiny_blip(root / kind, kind, seed) for seed, kind in enumerate(("itm", "caption", "vqa"))}

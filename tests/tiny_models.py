@@ -113,3 +113,71 @@ def save_tiny_siglip(directory: Path, seed: int = 0, image_size: int = 32) -> Pa
         )
     )
     return directory
+
+
+BLIP_VOCAB = (
+    "[PAD] [UNK] [CLS] [SEP] [MASK] [DEC] a the red blue green circle square triangle on white background "
+    "what color is how many shapes are in picture ? of and yes no 1 2 3 small big photo there"
+).split()
+
+
+def redraw(model: torch.nn.Module, seed: int) -> None:
+    """Re-draw every parameter so no bias is zero and activations stay around 1 (HF init is near-degenerate)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if param.ndim >= 2:
+                param.copy_(noise / param[0].numel() ** 0.5)
+            elif "LayerNorm" in name or "layer_norm" in name:
+                param.copy_(1 + 0.2 * noise)
+            else:
+                param.copy_(0.1 * noise)
+
+
+def tiny_blip_config(image_size: int = 32):
+    from transformers import BlipConfig
+
+    text = dict(
+        vocab_size=len(BLIP_VOCAB),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        pad_token_id=BLIP_VOCAB.index("[PAD]"),
+        bos_token_id=BLIP_VOCAB.index("[DEC]"),
+        sep_token_id=BLIP_VOCAB.index("[SEP]"),
+        eos_token_id=BLIP_VOCAB.index("[SEP]"),
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+    )
+    return BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
+
+
+def save_tiny_blip(directory: Path, kind: str, seed: int = 0, image_size: int = 32) -> Path:
+    """kind: 'itm', 'caption' or 'vqa'; saved with its tokenizer and image processor like a hub checkpoint."""
+    import transformers
+    from transformers import BertTokenizer
+    from transformers.models.blip import BlipImageProcessorPil
+
+    classes = {
+        "itm": "BlipForImageTextRetrieval",
+        "caption": "BlipForConditionalGeneration",
+        "vqa": "BlipForQuestionAnswering",
+    }
+    torch.manual_seed(seed)
+    model = getattr(transformers, classes[kind])(tiny_blip_config(image_size))
+    redraw(model, seed)
+    model.save_pretrained(directory)
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(BLIP_VOCAB) + "\n")
+    BertTokenizer(vocab=str(vocab_file), bos_token="[DEC]").save_pretrained(directory)
+    BlipImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(directory)
+    return directory

@@ -15,17 +15,26 @@ class ImageHit:
     height: int
     taken_at: datetime | None = None
     camera: str | None = None
+    content_hash: str = ""
+    first_stage_score: float | None = None  # set when reranked: `score` is then the fused score
+    rerank_score: float | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
             "id": self.image_id,
             "path": self.path,
             "score": round(self.score, 6),
+            "first_stage_score": _round(self.first_stage_score),
+            "rerank_score": _round(self.rerank_score),
             "width": self.width,
             "height": self.height,
             "taken_at": self.taken_at.isoformat() if self.taken_at else None,
             "camera": self.camera,
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,15 @@ class TextHit:
     text: str
     collection: str
     score: float
+    first_stage_score: float | None = None
+    rerank_score: float | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"id": self.text_id, "text": self.text, "collection": self.collection, "score": round(self.score, 6)}
+        return {
+            "id": self.text_id,
+            "text": self.text,
+            "collection": self.collection,
+            "score": round(self.score, 6),
+            "first_stage_score": _round(self.first_stage_score),
+            "rerank_score": _round(self.rerank_score),
+        }

@@ -128,6 +128,12 @@ class SearchService:
             hits = [hit for hit in hits if hit.collection == collection]
         return hits[:k]
 
+    def all_images(self) -> list[ImageHit]:
+        """Every image of the library as a hit with score 0 (for batch jobs over the library)."""
+        with self.library.session() as session:
+            rows = session.execute(select(ImageRow).order_by(ImageRow.id)).scalars().all()
+        return [ImageHit(r.id, r.path, 0.0, r.width, r.height, r.taken_at, r.camera, r.content_hash) for r in rows]
+
     # -- rows -----------------------------------------------------------------------------
     def _image_hits(self, pairs: list[tuple[int, float]]) -> list[ImageHit]:
         if not pairs:
@@ -140,7 +146,7 @@ class SearchService:
             )
             rows = {vector_id: image for vector_id, image in session.execute(query)}
         return [
-            ImageHit(r.id, r.path, score, r.width, r.height, r.taken_at, r.camera)
+            ImageHit(r.id, r.path, score, r.width, r.height, r.taken_at, r.camera, r.content_hash)
             for vector_id, score in pairs
             if (r := rows.get(vector_id)) is not None
         ]

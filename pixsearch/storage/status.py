@@ -23,6 +23,7 @@ class LibraryStatus:
     dim: int | None = None
     index_type: str | None = None
     index_bytes: int = 0
+    rerank_cache_bytes: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -50,6 +51,9 @@ def library_status(library: Library) -> LibraryStatus:
         for kind in (IMAGES, TEXTS):
             path = library.index_path(kind, model.key)
             status.index_bytes += path.stat().st_size if path.exists() else 0
+    root = library.root / "rerank-cache"
+    if root.is_dir():
+        status.rerank_cache_bytes = sum(f.stat().st_size for f in root.rglob("*.pt"))
     return status
 
 

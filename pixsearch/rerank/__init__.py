@@ -1,0 +1,8 @@
+"""Rerank: cross-encoder rescoring of a candidate list, score fusion, feature caches."""
+
+from __future__ import annotations
+
+from pixsearch.rerank.fusion import Fusion, fuse
+from pixsearch.rerank.service import RerankOptions, RerankService
+
+__all__ = ["Fusion", "RerankOptions", "RerankService", "fuse"]

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from images import draw, write_folder
+
+from pixsearch.errors import ConfigError
+from pixsearch.indexer import Indexer, IndexOptions
+from pixsearch.models import Role, create
+from pixsearch.rerank import Fusion, RerankOptions, RerankService
+from pixsearch.rerank.cache import DiskCache, MemoryCache, disk_usage, from_storage, to_storage
+from pixsearch.search import SearchService
+from pixsearch.storage import Library
+
+QUERY = "a red circle on a white background"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, clip_spec: str, tiny_blip_dirs):
+    root = tmp_path_factory.mktemp("rerank")
+    write_folder(root / "photos", 20)
+    library = Library.open(root / "library")
+    Indexer(library, create(clip_spec), IndexOptions(workers=0, batch_size=8)).run([root / "photos"])
+    spec = f"blip-itm:{tiny_blip_dirs['itm']}"
+    reranker = create(spec, Role.RERANKER)
+    hits = SearchService(library).text_to_image(QUERY, k=12)
+    return library, spec, reranker, hits
+
+
+def _expected_itm(reranker, hits) -> np.ndarray:
+    from PIL import Image
+
+    return reranker.score(QUERY, [Image.open(hit.path).convert("RGB") for hit in hits])
+
+
+def test_rerank_reorders_by_fused_score(setup) -> None:
+    library, spec, reranker, hits = setup
+    service = RerankService(reranker, spec, library.root, RerankOptions(k=8))
+    reranked = service.rerank_images(QUERY, hits)
+    itm = _expected_itm(reranker, hits[:8])
+    fused = itm + np.array([h.score for h in hits[:8]], dtype=np.float32)
+    expected_order = [hits[i].image_id for i in np.argsort(-fused, kind="stable")]
+    assert [h.image_id for h in reranked[:8]] == expected_order
+    assert expected_order != [h.image_id for h in hits[:8]], "the reranker must disagree with the first stage here"
+    by_id = {h.image_id: h for h in reranked}
+    for i, hit in enumerate(hits[:8]):
+        out = by_id[hit.image_id]
+        assert out.first_stage_score == pytest.approx(hit.score)
+        assert out.rerank_score == pytest.approx(float(itm[i]), abs=1e-4)
+        assert out.score == pytest.approx(float(fused[i]), abs=1e-4)
+    # candidates outside the top k keep their first-stage order, below the reranked ones
+    assert [h.image_id for h in reranked[8:]] == [h.image_id for h in hits[8:]]
+    assert all(h.rerank_score is None for h in reranked[8:])
+
+
+def test_itm_only_fusion(setup) -> None:
+    library, spec, reranker, hits = setup
+    service = RerankService(reranker, spec, library.root, RerankOptions(k=6, fusion=Fusion.ITM))
+    reranked = service.rerank_images(QUERY, hits[:6])
+    for hit in reranked:
+        assert hit.score == pytest.approx(hit.rerank_score)
+    assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
+
+
+def test_memory_cache_skips_the_vision_tower_the_second_time(setup, monkeypatch) -> None:
+    library, spec, reranker, hits = setup
+    service = RerankService(reranker, spec, library.root, RerankOptions(k=5))
+    first = service.rerank_images(QUERY, hits[:5])
+    calls = []
+    original = reranker.image_features
+    monkeypatch.setattr(reranker, "image_features", lambda images: calls.append(len(images)) or original(images))
+    second = service.rerank_images(QUERY, hits[:5])
+    assert calls == [] and service.memory.hits >= 5
+    assert [h.image_id for h in first] == [h.image_id for h in second]
+
+
+def test_disk_cache_round_trip_in_float16(setup) -> None:
+    library, spec, reranker, hits = setup
+    options = RerankOptions(k=5, disk_cache=True)
+    warm = RerankService(reranker, spec, library.root, options)
+    assert warm.precompute(hits[:5]) == 5
+    assert sum(disk_usage(library.root).values()) > 0
+    cold = RerankService(reranker, spec, library.root, options)  # empty memory, features from disk
+    scored = cold.rerank_images(QUERY, hits[:5])
+    direct = {h.image_id: s for h, s in zip(hits[:5], _expected_itm(reranker, hits[:5]), strict=True)}
+    for hit in scored:
+        assert hit.rerank_score == pytest.approx(float(direct[hit.image_id]), abs=2e-2)
+    assert cold.memory.misses == 5 and len(cold.memory) == 5
+
+
+def test_rerank_texts_scores_each_text_against_the_image(setup) -> None:
+    library, spec, reranker, _ = setup
+    from pixsearch.search.results import TextHit
+
+    texts = [TextHit(i, t, "c", 0.1 * i) for i, t in enumerate(["a red circle", "a blue square", "green triangle"])]
+    service = RerankService(reranker, spec, library.root, RerankOptions(k=3))
+    reranked = service.rerank_texts(draw(1), texts)
+    for hit in reranked:
+        expected = reranker.score(hit.text, [draw(1)])[0] + hit.first_stage_score
+        assert hit.score == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_memory_cache_is_bounded() -> None:
+    cache = MemoryCache(max_bytes=3 * 400)
+    for i in range(5):
+        cache.put((i, "h"), torch.zeros(100))
+    assert len(cache) == 3 and cache.get((0, "h")) is None and cache.get((4, "h")) is not None
+
+
+def test_storage_form_is_half_precision() -> None:
+    feature = (torch.randn(4, 8), torch.arange(3))
+    stored = to_storage(feature)
+    assert stored[0].dtype == torch.float16 and stored[1].dtype == torch.int64
+    assert from_storage(stored)[0].dtype == torch.float32
+
+
+def test_torn_disk_file_is_recomputed(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path)
+    cache.put((1, "abc"), torch.ones(3))
+    path = next(tmp_path.glob("*.pt"))
+    path.write_bytes(b"torn")
+    assert cache.get((1, "abc")) is None and not path.exists()
+
+
+def test_bad_rerank_k() -> None:
+    with pytest.raises(ConfigError, match="rerank k"):
+        RerankOptions(k=0)
