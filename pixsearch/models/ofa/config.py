@@ -79,6 +79,7 @@ class OfaConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> OfaConfig:
+        """Build from config.json's values; raises ModelLoadError for variants this port does not run."""
         names = {f.name for f in dataclasses.fields(cls)}
         config = cls(**{k: v for k, v in values.items() if k in names})
         config.check()

@@ -89,6 +89,8 @@ class _RelativeTables(nn.Module):
 
 
 class OfaEncoder(_RelativeTables):
+    """ResNet patches and text tokens through pre-LN (Normformer) layers with position biases."""
+
     def __init__(self, config: OfaConfig, embed_tokens: nn.Embedding) -> None:
         super().__init__(config, config.encoder_attention_heads, config.encoder_layers)
         dim = config.d_model
@@ -172,6 +174,8 @@ class OfaEncoder(_RelativeTables):
 
 
 class OfaDecoder(_RelativeTables):
+    """Causal decoder over target tokens, cross-attending to the encoder; returns vocabulary logits."""
+
     def __init__(self, config: OfaConfig, embed_tokens: nn.Embedding) -> None:
         super().__init__(config, config.decoder_attention_heads, config.decoder_layers)
         dim = config.d_model
