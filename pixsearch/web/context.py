@@ -1,0 +1,130 @@
+"""Everything one running app holds: settings, the open library, the search service, models, caches.
+
+One `WebContext` per app (in `app.state.context`), built by `create_app` and reached by the routers
+through `deps.py`. Nothing here is module-level, so two apps in one process never share state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import select
+
+from pixsearch.errors import BadImageError, NotFoundError
+from pixsearch.imageio import load_image
+from pixsearch.models.spec import ModelOptions
+from pixsearch.search import ImageHit, SearchService
+from pixsearch.settings import Settings
+from pixsearch.storage import Library
+from pixsearch.storage.schema import ImageRow
+from pixsearch.web.captions import Caption, CaptionStore
+from pixsearch.web.models import ModelPool
+from pixsearch.web.options import WebOptions
+from pixsearch.web.thumbnails import ThumbnailCache
+
+RerankHook = Callable[[str, list[ImageHit]], list[ImageHit]]
+TagsHook = Callable[[int], Sequence[tuple[str, float]]]
+
+
+class QueryVectors:
+    """Recent image-query vectors of the search page, so results of an uploaded photo can be paged
+    with plain links (`/?qid=...`). Bounded; the oldest entries go first; lost on restart."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, vector: np.ndarray) -> str:
+        import secrets
+
+        token = secrets.token_urlsafe(12)
+        with self._lock:
+            self._vectors[token] = vector
+            while len(self._vectors) > self.capacity:
+                self._vectors.popitem(last=False)
+        return token
+
+    def get(self, token: str) -> np.ndarray:
+        with self._lock:
+            vector = self._vectors.get(token)
+            if vector is None:
+                raise NotFoundError("that photo search has expired; drop the photo again")
+            self._vectors.move_to_end(token)
+            return vector
+
+
+class WebContext:
+    def __init__(
+        self,
+        settings: Settings,
+        options: WebOptions,
+        rerank_hook: RerankHook | None = None,
+        tags_hook: TagsHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.rerank_hook = rerank_hook
+        self.tags_hook = tags_hook
+        self.library = Library.open(settings.library, settings.db_url)
+        model_options = ModelOptions(device=settings.device, dtype=settings.dtype)
+        self.search = SearchService(self.library, model_options)
+        # SearchService builds its encoder and index caches lazily and without locks; one search at
+        # a time keeps that safe (the FAISS search and SQL reads are milliseconds next to encoding)
+        self.search_lock = threading.Lock()
+        self.models = ModelPool(
+            options.captioner,
+            options.answerer,
+            model_options,
+            workers=options.model_workers,
+            max_pending=options.max_pending_model_jobs,
+        )
+        self.captions = CaptionStore(self.library.root / "captions.json")
+        self.thumbnails = ThumbnailCache(self.library.root / "thumbs", settings.max_pixels)
+        self.query_vectors = QueryVectors()
+
+    # -- images -----------------------------------------------------------------------------
+    def image_row(self, image_id: int) -> ImageRow:
+        with self.library.session() as session:
+            row = session.get(ImageRow, image_id)
+        if row is None:
+            raise NotFoundError(f"no image with id {image_id} in the library")
+        return row
+
+    def image_rows(self, image_ids: Sequence[int]) -> dict[int, ImageRow]:
+        if not image_ids:
+            return {}
+        with self.library.session() as session:
+            rows = session.execute(select(ImageRow).where(ImageRow.id.in_(list(image_ids)))).scalars()
+            return {row.id: row for row in rows}
+
+    def read_image(self, row: ImageRow) -> Image.Image:
+        """The library file of `row`, decoded with the library's pixel limit.
+
+        Raises:
+            NotFoundError: the file is gone or no longer decodes (a stored image is not the client's fault).
+        """
+        try:
+            return load_image(Path(row.path), self.settings.max_pixels)
+        except BadImageError as error:
+            raise NotFoundError(f"the file of image {row.id} can no longer be read: {error.reason}") from None
+
+    def thumbnail(self, row: ImageRow, size: int) -> Path:
+        return self.thumbnails.get(row.path, row.content_hash, size)
+
+    def caption(self, row: ImageRow) -> Caption | None:
+        """The stored caption of `row`, if it is current for the configured captioner."""
+        caption = self.captions.get(row.content_hash)
+        return caption if caption is not None and caption.is_current(self.options.captioner) else None
+
+    def tags(self, image_id: int) -> list[tuple[str, float]]:
+        return [] if self.tags_hook is None else [(str(t), float(s)) for t, s in self.tags_hook(image_id)]
+
+    def close(self) -> None:
+        self.models.close()
+        self.library.close()

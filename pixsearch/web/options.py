@@ -1,0 +1,115 @@
+"""What the web server adds to `Settings`: model specs per role, the API key, limits. Validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from pixsearch.errors import ConfigError
+from pixsearch.models.registry import find_backend
+from pixsearch.models.roles import Role
+from pixsearch.models.spec import ModelSpec
+
+DEFAULT_MAX_UPLOAD = 20_000_000  # 20 MB: any camera JPEG, far below a memory problem
+
+_ENV_PREFIX = "PIXSEARCH_"
+
+
+@dataclass(frozen=True)
+class WebOptions:
+    """Options of `pixsearch serve`; read with `from_env` (PIXSEARCH_CAPTIONER, PIXSEARCH_API_KEY, ...).
+
+    A role whose spec is None hides its box on the pages and answers 404 in the API.
+    `api_key` None disables every request that changes the library.
+    `min_score` None turns the "no good match" cut-off off (scores of random test models mean nothing).
+    """
+
+    captioner: str | None = None
+    answerer: str | None = None
+    reranker: str | None = None
+    api_key: str | None = None
+    allow_image_url: bool = False
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
+    min_score: float | None = None
+    thumbnail_size: int = 256
+    preview_size: int = 1024
+    model_workers: int = 1
+    max_pending_model_jobs: int = 8
+    cors_origins: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> WebOptions:
+        """Read PIXSEARCH_<FIELD> variables; `overrides` that are not None win over them.
+
+        Raises:
+            ConfigError: a variable does not parse, or a value is out of range (names it).
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(_ENV_PREFIX + field.name.upper())
+            if raw is not None and raw.strip() != "":
+                values[field.name] = _parse(field.name, raw.strip())
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        if isinstance(values.get("cors_origins"), list):
+            values["cors_origins"] = tuple(values["cors_origins"])
+        options = cls(**values)
+        options.check()
+        return options
+
+    def check(self) -> None:
+        """Raises ConfigError naming the bad value; model specs are checked without loading anything."""
+        for name, role in (("captioner", Role.CAPTIONER), ("answerer", Role.ANSWERER), ("reranker", Role.RERANKER)):
+            spec = getattr(self, name)
+            if spec is not None:
+                _check_spec(name, spec, role)
+        if self.api_key is not None and len(self.api_key) < 8:
+            raise ConfigError("the API key must be at least 8 characters long")
+        if self.max_upload_bytes < 1024:
+            raise ConfigError(f"max upload bytes must be at least 1024, got {self.max_upload_bytes}")
+        for name in ("thumbnail_size", "preview_size"):
+            if not 16 <= getattr(self, name) <= 4096:
+                raise ConfigError(f"{name.replace('_', ' ')} must be between 16 and 4096, got {getattr(self, name)}")
+        if not 1 <= self.model_workers <= 16:
+            raise ConfigError(f"model workers must be between 1 and 16, got {self.model_workers}")
+        if self.max_pending_model_jobs < 1:
+            raise ConfigError(f"max pending model jobs must be at least 1, got {self.max_pending_model_jobs}")
+
+    def with_(self, **changes: Any) -> WebOptions:
+        return replace(self, **changes)
+
+    @property
+    def writes_enabled(self) -> bool:
+        return self.api_key is not None
+
+
+def _check_spec(name: str, spec: str, role: Role) -> None:
+    backend = find_backend(ModelSpec.parse(spec).backend)
+    if backend.role != role:
+        raise ConfigError(f"{name} spec {spec!r} is a {backend.role} backend; a {role} is needed")
+
+
+_INTS = {"max_upload_bytes", "thumbnail_size", "preview_size", "model_workers", "max_pending_model_jobs"}
+
+
+def _parse(name: str, raw: str) -> Any:
+    variable = _ENV_PREFIX + name.upper()
+    if name in _INTS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{variable}={raw!r} is not an integer") from None
+    if name == "min_score":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{variable}={raw!r} is not a number") from None
+    if name == "allow_image_url":
+        if raw.lower() not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+            raise ConfigError(f"{variable}={raw!r} is not a yes/no value")
+        return raw.lower() in {"1", "true", "yes", "on"}
+    if name == "cors_origins":
+        return tuple(origin.strip() for origin in raw.split(",") if origin.strip())
+    return raw

@@ -1,0 +1,149 @@
+"""One photo: its facts, thumbnails, original file, caption, and questions about it.
+
+Files are found only through the image's library row (by id), never from a path in the URL.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from pixsearch.errors import EmptyIndexError, NotFoundError
+from pixsearch.search import ImageHit
+from pixsearch.storage.schema import ImageRow
+from pixsearch.web.captions import MODEL, USER, Caption
+from pixsearch.web.context import WebContext
+from pixsearch.web.deps import ApiKeyDep, ContextDep, ImageRowDep, check_write
+from pixsearch.web.querying import WebQuery, run_query
+from pixsearch.web.schemas import (
+    AnswerPublic,
+    AskCreate,
+    AskPublic,
+    CaptionCreate,
+    CaptionPublic,
+    ErrorPublic,
+    ImagePublic,
+    caption_public,
+    image_public,
+)
+
+router = APIRouter(prefix="/api/images", tags=["images"])
+
+NOT_FOUND = {404: {"model": ErrorPublic, "description": "no such image, or its file is gone"}}
+MODEL_ERRORS = {
+    **NOT_FOUND,
+    503: {"model": ErrorPublic, "description": "the model cannot be loaded, or is busy"},
+}
+# formats a browser shows as a picture; anything else is sent as a download, never rendered
+_INLINE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/avif"}
+_CACHE = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
+
+
+def neighbours_of(context: WebContext, image_id: int, count: int) -> list[ImageHit]:
+    """Up to `count` nearest stored images; none when the image has no vector (yet) or count is 0."""
+    if count == 0:
+        return []
+    try:
+        return run_query(context, WebQuery(like=image_id, k=count)).hits
+    except (NotFoundError, EmptyIndexError):
+        return []
+
+
+@router.get("/{image_id}", response_model=ImagePublic, responses=NOT_FOUND)
+def get_image(
+    request: Request,
+    context: ContextDep,
+    row: ImageRowDep,
+    neighbours: Annotated[int, Query(ge=0, le=100, description="how many nearest neighbours to include")] = 8,
+) -> ImagePublic:
+    """Facts, stored caption, tags and nearest neighbours of one photo."""
+    return image_public(
+        row, request, context.caption(row), context.tags(row.id), neighbours_of(context, row.id, neighbours)
+    )
+
+
+@router.get(
+    "/{image_id}/thumbnail",
+    response_class=FileResponse,
+    responses={**NOT_FOUND, 200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
+)
+def image_thumbnail(
+    context: ContextDep,
+    row: ImageRowDep,
+    size: Annotated[Literal["small", "large"], Query(description="small for grids, large for the result page")] = (
+        "small"
+    ),
+) -> FileResponse:
+    """A JPEG fitting in the thumbnail (small) or preview (large) size; made once, then served from disk."""
+    pixels = context.options.thumbnail_size if size == "small" else context.options.preview_size
+    return FileResponse(context.thumbnail(row, pixels), media_type="image/jpeg", headers=_CACHE)
+
+
+@router.get("/{image_id}/file", response_class=FileResponse, responses=NOT_FOUND)
+def image_file(row: ImageRowDep) -> FileResponse:
+    """The original file, as it is in the library."""
+    path = Path(row.path)
+    if not path.is_file():
+        raise NotFoundError(f"the file of image {row.id} is no longer at {row.path}")
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    inline = media_type in _INLINE_TYPES
+    return FileResponse(
+        path,
+        media_type=media_type if inline else "application/octet-stream",
+        filename=path.name,
+        content_disposition_type="inline" if inline else "attachment",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def _generate_caption(context: WebContext, row: ImageRow) -> Caption:
+    text = await context.models.caption(lambda: context.read_image(row))
+    return await run_in_threadpool(context.captions.put, row.content_hash, text, MODEL, context.options.captioner)
+
+
+@router.post(
+    "/{image_id}/caption",
+    response_model=CaptionPublic,
+    responses={
+        **MODEL_ERRORS,
+        401: {"model": ErrorPublic, "description": "setting or regenerating needs the API key"},
+        403: {"model": ErrorPublic, "description": "changes are off on this server"},
+    },
+)
+async def image_caption(
+    context: ContextDep,
+    row: ImageRowDep,
+    key: ApiKeyDep,
+    body: Annotated[CaptionCreate | None, Body()] = None,
+) -> CaptionPublic:
+    """The photo's caption: the stored one, else generated now by the captioner and stored.
+
+    With `{"caption": "..."}` sets it, with `{"regenerate": true}` makes it again; both need the API key.
+    """
+    body = body or CaptionCreate()
+    if body.caption is not None or body.regenerate:
+        check_write(context, key)
+    if body.caption is not None:
+        caption = await run_in_threadpool(context.captions.put, row.content_hash, body.caption, USER, None)
+        return caption_public(row.id, caption)
+    stored = None if body.regenerate else context.caption(row)
+    if stored is not None:
+        return caption_public(row.id, stored)
+    return caption_public(row.id, await _generate_caption(context, row), generated=True)
+
+
+@router.post("/{image_id}/ask", response_model=AskPublic, responses=MODEL_ERRORS)
+async def image_ask(context: ContextDep, row: ImageRowDep, body: AskCreate) -> AskPublic:
+    """Answer a question about the photo: the most likely answers with their probabilities."""
+    answers = await context.models.answer(lambda: context.read_image(row), body.question, body.top_k)
+    return AskPublic(
+        image_id=row.id,
+        question=body.question,
+        answers=[AnswerPublic(answer=text, probability=float(prob)) for text, prob in answers],
+        model=context.options.answerer or "",
+    )

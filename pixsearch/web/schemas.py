@@ -1,0 +1,213 @@
+"""Request (`...Create`) and response (`...Public`) shapes of the JSON API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pixsearch.search import ImageHit
+from pixsearch.storage.schema import ImageRow
+from pixsearch.web.captions import Caption
+
+
+class ErrorPublic(BaseModel):
+    detail: str = Field(description="one-line reason")
+
+
+class HitPublic(BaseModel):
+    id: int
+    path: str
+    score: float
+    width: int
+    height: int
+    taken_at: datetime | None = None
+    camera: str | None = None
+    thumbnail_url: str
+    page_url: str
+
+
+class SearchPublic(BaseModel):
+    query: str | None = None
+    like: int | None = Field(None, description="the image id of a 'more like this' search")
+    k: int
+    offset: int
+    hits: list[HitPublic]
+    reranked: bool = Field(description="true only when a reranker reordered these hits")
+    no_good_match: bool = Field(description="nothing scored above the server's relevance cut-off")
+    best_score: float | None = Field(None, description="best score before the cut-off")
+    min_score: float | None = Field(None, description="the server's relevance cut-off, if any")
+    next_offset: int | None = Field(None, description="offset of the next page, when there may be one")
+    notes: list[str] = Field(default_factory=list, description="why an option was ignored, etc.")
+
+
+class CaptionPublic(BaseModel):
+    image_id: int
+    caption: str
+    source: Literal["model", "user"]
+    model: str | None = None
+    created_at: str
+    generated: bool = Field(False, description="made by this request")
+
+
+class CaptionCreate(BaseModel):
+    """Empty body: the stored caption, generated first if there is none. Setting or regenerating needs the API key."""
+
+    model_config = ConfigDict(extra="forbid")
+    caption: str | None = Field(None, min_length=1, max_length=1000, description="set this caption (needs API key)")
+    regenerate: bool = Field(False, description="generate again even if stored (needs API key)")
+
+    @field_validator("caption")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("caption must not be blank")
+        return value.strip() if value is not None else None
+
+
+class AskCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1, max_length=300)
+    top_k: int = Field(5, ge=1, le=10)
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("question must not be blank")
+        return value.strip()
+
+
+class AnswerPublic(BaseModel):
+    answer: str
+    probability: float
+
+
+class AskPublic(BaseModel):
+    image_id: int
+    question: str
+    answers: list[AnswerPublic]
+    model: str
+
+
+class TagPublic(BaseModel):
+    tag: str
+    score: float
+
+
+class ImagePublic(BaseModel):
+    id: int
+    path: str
+    file_name: str
+    width: int
+    height: int
+    size: int = Field(description="file size in bytes")
+    taken_at: datetime | None = None
+    camera: str | None = None
+    indexed_at: datetime
+    caption: CaptionPublic | None = None
+    tags: list[TagPublic]
+    thumbnail_url: str
+    preview_url: str
+    page_url: str
+    neighbours: list[HitPublic]
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"]
+    library: str
+    images: int
+    model: str | None
+    captioner: str | None
+    answerer: str | None
+    reranker: str | None
+    rerank_available: bool
+    writes_enabled: bool
+
+
+class KnnRequest(BaseModel):
+    """The body clip-retrieval's ClipClient and front end send to `/knn-service`."""
+
+    model_config = ConfigDict(extra="ignore")
+    text: str | None = None
+    image: str | None = Field(None, description="the query image, base64")
+    image_url: str | None = Field(None, description="refused unless the server allows image URLs")
+    embedding_input: list[float] | None = None
+    modality: Literal["image", "text"] = Field("image", description="which index to search")
+    num_images: int = Field(40, ge=1, le=1000)
+    num_result_ids: int | None = Field(None, ge=1, le=10000)
+    deduplicate: bool = False
+    indice_name: str | None = None
+
+    @field_validator("text", "image", "image_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("embedding_input", mode="before")
+    @classmethod
+    def _empty_list_is_none(cls, value: object) -> object:
+        return None if value == [] else value
+
+
+class KnnResult(BaseModel):
+    id: int
+    similarity: float
+    caption: str | None = None
+    url: str | None = None
+
+
+# -- converters ----------------------------------------------------------------------------------
+def hit_public(hit: ImageHit, request: Request) -> HitPublic:
+    return HitPublic(
+        id=hit.image_id,
+        path=hit.path,
+        score=round(hit.score, 6),
+        width=hit.width,
+        height=hit.height,
+        taken_at=hit.taken_at,
+        camera=hit.camera,
+        thumbnail_url=str(request.url_for("image_thumbnail", image_id=hit.image_id).path),
+        page_url=str(request.url_for("result_page", image_id=hit.image_id).path),
+    )
+
+
+def caption_public(image_id: int, caption: Caption, generated: bool = False) -> CaptionPublic:
+    return CaptionPublic(
+        image_id=image_id,
+        caption=caption.text,
+        source=caption.source,  # type: ignore[arg-type]
+        model=caption.model,
+        created_at=caption.created_at,
+        generated=generated,
+    )
+
+
+def image_public(
+    row: ImageRow,
+    request: Request,
+    caption: Caption | None,
+    tags: list[tuple[str, float]],
+    neighbours: list[ImageHit],
+) -> ImagePublic:
+    thumbnail = request.url_for("image_thumbnail", image_id=row.id)
+    return ImagePublic(
+        id=row.id,
+        path=row.path,
+        file_name=Path(row.path).name,
+        width=row.width,
+        height=row.height,
+        size=row.size,
+        taken_at=row.taken_at,
+        camera=row.camera,
+        indexed_at=row.indexed_at,
+        caption=caption_public(row.id, caption) if caption else None,
+        tags=[TagPublic(tag=tag, score=round(score, 6)) for tag, score in tags],
+        thumbnail_url=str(thumbnail.path),
+        preview_url=f"{thumbnail.path}?size=large",
+        page_url=str(request.url_for("result_page", image_id=row.id).path),
+        neighbours=[hit_public(hit, request) for hit in neighbours],
+    )
