@@ -69,6 +69,54 @@ class SdpaVisionAttention(nn.Module):
         return self.projection(context.transpose(1, 2).reshape(batch, tokens, width)), None
 
 
+class SdpaTextAttention(nn.Module):
+    """BLIP's text self- or cross-attention computed by `scaled_dot_product_attention`, without a KV cache.
+
+    For the text *encoders* only (ITM scoring, the VQA question encoder): they run once per input and
+    never cache. The eager path copies the strided [batch, heads, 577, 64] image keys and values of
+    every cross-attention layer before its matmuls; SDPA reads them in place. Same `query`, `key`,
+    `value` layers, so the state dict is unchanged.
+    """
+
+    def __init__(self, eager: nn.Module) -> None:
+        super().__init__()
+        self.query, self.key, self.value = eager.query, eager.key, eager.value
+        self.num_heads = eager.num_attention_heads
+        self.head_size = eager.attention_head_size
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        **_: Any,
+    ) -> tuple[torch.Tensor, None]:
+        if past_key_values is not None:
+            raise RuntimeError("SdpaTextAttention serves text encoders, which never cache keys and values")
+        source = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        batch, length, _ = hidden_states.shape
+        query = self.query(hidden_states).view(batch, length, self.num_heads, self.head_size).transpose(1, 2)
+        key = self.key(source).view(batch, source.shape[1], self.num_heads, self.head_size).transpose(1, 2)
+        value = self.value(source).view(batch, source.shape[1], self.num_heads, self.head_size).transpose(1, 2)
+        # attention_mask is the additive float mask BlipTextModel builds (or None when nothing is masked)
+        context = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, scale=self.head_size**-0.5
+        )
+        return context.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_size), None
+
+
+def use_sdpa_text_encoder(text_encoder: nn.Module) -> int:
+    """Swap the self- and cross-attention of a text encoder (never a cached decoder); returns how many."""
+    swapped = 0
+    for layer in text_encoder.encoder.layer:
+        for block in (layer.attention, getattr(layer, "crossattention", None)):
+            if block is not None and not isinstance(block.self, SdpaTextAttention):
+                block.self = SdpaTextAttention(block.self)
+                swapped += 1
+    return swapped
+
+
 def use_sdpa_vision_attention(vision_model: nn.Module) -> int:
     """Swap every vision encoder layer's attention for `SdpaVisionAttention`; returns how many were swapped."""
     swapped = 0
@@ -148,6 +196,8 @@ def load_blip(model_class: type, spec: ModelSpec, options: ModelOptions) -> Load
     _check_loading_info(spec, model_class.__name__, info)
     model.eval().to(device)
     use_sdpa_vision_attention(model.vision_model)
+    if hasattr(model, "text_encoder"):  # ITM and VQA; decoders keep the eager path and its KV cache
+        use_sdpa_text_encoder(model.text_encoder)
     tokenizer = _load_tokenizer(directory, spec, model.config.text_config.vocab_size)
     transform = transform_from_directory(directory, model.config.vision_config.image_size, spec)
     log.info("loaded %s as %s (%s, %s)", spec, model_class.__name__, dtype, device)

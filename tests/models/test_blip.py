@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from transformers.models.blip import BlipImageProcessorPil
 
 from pixsearch.errors import ConfigError, ModelLoadError, ModelNotFoundError
 from pixsearch.models import Answerer, Captioner, Reranker, Role, create
-from pixsearch.models.blip_loading import SdpaVisionAttention
+from pixsearch.models.blip_loading import SdpaTextAttention, SdpaVisionAttention
 
 VOCAB = (
     "[PAD] [UNK] [CLS] [SEP] [MASK] [DEC] a the red blue green circle square triangle on white background "
@@ -126,9 +128,7 @@ def test_transform_matches_blip_image_processor(reranker, blip_dirs, images):
 def test_cached_feature_logits_equal_model_forward(reranker, blip_dirs, images):
     reference = BlipForImageTextRetrieval.from_pretrained(blip_dirs["itm"], attn_implementation="eager").eval()
     tokenizer = BertTokenizer.from_pretrained(blip_dirs["itm"])
-    pixels = torch.from_numpy(
-        BlipImageProcessorPil.from_pretrained(blip_dirs["itm"])(images=images, return_tensors="np")["pixel_values"]
-    )
+    pixels = _pixels(blip_dirs["itm"], images)
     tokens = tokenizer([QUERY] * len(images), return_tensors="pt")
     with torch.no_grad():
         expected = reference(
@@ -141,7 +141,9 @@ def test_cached_feature_logits_equal_model_forward(reranker, blip_dirs, images):
 
     features = reranker.image_features(images)
     assert isinstance(reranker._blip.model.vision_model.encoder.layers[0].self_attn, SdpaVisionAttention)
+    assert isinstance(reranker._blip.model.text_encoder.encoder.layer[0].crossattention.self, SdpaTextAttention)
     np.testing.assert_allclose(np.stack([f.numpy() for f in features]), expected_vision, atol=1e-5, rtol=0)
+    assert reranker._blip.model.state_dict().keys() == reference.state_dict().keys()  # the swap renames nothing
     np.testing.assert_allclose(reranker.itm_logits(QUERY, features), expected, atol=1e-5, rtol=0)
     np.testing.assert_allclose(reranker.score_features(QUERY, features), expected[:, 1], atol=1e-5, rtol=0)
     assert np.ptp(expected[:, 1]) > 1e-3, "random weights should separate the images"
@@ -196,6 +198,11 @@ def test_load_is_idempotent_and_close_frees(blip_dirs, images):
     np.testing.assert_allclose(model.score(QUERY, images[:1]), before, atol=1e-6)
 
 
+def _pixels(directory: Path, images: list[Image.Image]) -> torch.Tensor:
+    processor = BlipImageProcessorPil.from_pretrained(directory)
+    return torch.from_numpy(processor(images=images, return_tensors="np")["pixel_values"])
+
+
 def test_captions_are_deterministic_strings(blip_dirs, images):
     captioner = create(f"blip-caption:{blip_dirs['caption']}", role=Role.CAPTIONER)
     captioner.batch_size = 2
@@ -205,6 +212,23 @@ def test_captions_are_deterministic_strings(blip_dirs, images):
     assert captioner.caption(images) == captions
     assert [captioner.caption([image])[0] for image in images] == captions
     assert captioner.caption([]) == []
+
+
+def test_captions_equal_eager_transformers_generate(blip_dirs, images):
+    captioner = create(f"blip-caption:{blip_dirs['caption']}", role=Role.CAPTIONER)
+    reference = BlipForConditionalGeneration.from_pretrained(blip_dirs["caption"], attn_implementation="eager").eval()
+    settings = captioner.generation
+    with torch.no_grad():
+        ids = reference.generate(
+            pixel_values=_pixels(blip_dirs["caption"], images[:2]),
+            do_sample=False,
+            num_beams=settings.num_beams,
+            max_new_tokens=settings.max_new_tokens,
+            min_new_tokens=settings.min_new_tokens,
+        )
+    tokenizer = BertTokenizer.from_pretrained(blip_dirs["caption"])
+    expected = [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    assert captioner.caption(images[:2]) == expected
 
 
 def test_vqa_returns_top_k_sorted_probabilities(blip_dirs, images):
@@ -220,6 +244,37 @@ def test_vqa_returns_top_k_sorted_probabilities(blip_dirs, images):
     assert answerer.answer(images[2], "what color is the triangle?", top_k=1) == answers[:1]
     with pytest.raises(ConfigError):
         answerer.answer(images[2], "what color?", top_k=0)
+
+
+def test_vqa_beams_equal_eager_transformers_generate(blip_dirs, images):
+    answerer = create(f"blip-vqa:{blip_dirs['vqa']}", role=Role.ANSWERER)
+    question = "how many shapes are in the picture?"
+    reference = BlipForQuestionAnswering.from_pretrained(blip_dirs["vqa"], attn_implementation="eager").eval()
+    tokens = BertTokenizer.from_pretrained(blip_dirs["vqa"])([question], return_tensors="pt")
+    with torch.no_grad():
+        output = reference.generate(
+            input_ids=tokens["input_ids"],
+            attention_mask=tokens["attention_mask"],
+            pixel_values=_pixels(blip_dirs["vqa"], images[:1]),
+            num_beams=10,
+            num_return_sequences=10,
+            max_new_tokens=answerer.generation.max_new_tokens,
+            min_new_tokens=answerer.generation.min_new_tokens,
+            length_penalty=0.0,
+            early_stopping=True,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    # by definition: beams whose texts are equal (special tokens dropped) pool their probabilities
+    expected: dict[str, float] = {}
+    texts = BertTokenizer.from_pretrained(blip_dirs["vqa"]).batch_decode(output.sequences, skip_special_tokens=True)
+    for text, score in zip(texts, output.sequences_scores.exp().tolist(), strict=True):
+        expected[text.strip()] = expected.get(text.strip(), 0.0) + score
+    answers = answerer.answer(images[0], question, top_k=5)
+    assert len(answers) == min(5, len(expected))
+    for text, prob in answers:
+        assert prob == pytest.approx(expected[text], rel=1e-4)
+    assert min(prob for _, prob in answers) >= sorted(expected.values(), reverse=True)[len(answers) - 1] * (1 - 1e-4)
 
 
 @pytest.mark.parametrize("backend", ["blip-itm", "blip-caption", "blip-vqa"])
@@ -239,3 +294,24 @@ def test_checkpoint_of_another_task_lists_the_keys(blip_dirs):
     model = create(f"blip-itm:{blip_dirs['caption']}", role=Role.RERANKER)
     with pytest.raises(ModelLoadError, match=r"missing .*itm_head\.weight.*unexpected .*text_decoder"):
         model.load()
+
+
+def test_checkpoint_without_weights_is_not_found(blip_dirs, tmp_path):
+    directory = tmp_path / "no-weights"
+    shutil.copytree(blip_dirs["itm"], directory)
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(ModelNotFoundError, match="has no weights"):
+        create(f"blip-itm:{directory}").load()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"size": {"height": 48, "width": 48}}, "differs from the vision tower"), ({"resample": 0}, "resample 0")],
+)
+def test_preprocessor_config_that_does_not_fit_is_refused(blip_dirs, tmp_path, change, message):
+    directory = tmp_path / "bad-preprocessor"
+    shutil.copytree(blip_dirs["itm"], directory)
+    config_path = directory / "preprocessor_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **change}))
+    with pytest.raises(ModelLoadError, match=message):
+        create(f"blip-itm:{directory}").load()
