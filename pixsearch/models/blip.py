@@ -8,7 +8,6 @@ attention of the vision tower and of the text encoders routed through `scaled_do
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +22,6 @@ from pixsearch.models.blip_loading import LoadedBlip, load_blip
 from pixsearch.models.preprocess import ImageTransform, stack
 from pixsearch.models.roles import Scores
 from pixsearch.models.spec import ModelOptions, ModelSpec
-
-log = logging.getLogger(__name__)
 
 MATCH = 1  # index of the "match" class in BLIP's ITM head
 
@@ -165,29 +162,48 @@ class BlipItmReranker(_BlipBackend):
     @torch.inference_mode()
     def itm_logits(self, query: str, features: Sequence[Any]) -> npt.NDArray[np.float32]:
         """Both ITM logits (no match, match) for each cached feature: float32[k, 2]."""
-        blip = self._blip
         if len(features) == 0:
             return np.zeros((0, 2), dtype=np.float32)
-        tokens = blip.tokenizer(
-            [query],
-            return_tensors="pt",
-            truncation=True,
-            max_length=blip.model.config.text_config.max_position_embeddings,
-        )
-        input_ids = tokens["input_ids"].to(blip.device)
-        attention_mask = tokens["attention_mask"].to(blip.device)
+        input_ids, attention_mask = self._tokens([query])
         rows = []
         for chunk in _chunks(features, self.batch_size):
             image_embeds = self._stack_features(chunk)
             n = image_embeds.shape[0]
-            # the image side is all real tokens, so no encoder mask: adding zeros would change nothing
-            text = blip.model.text_encoder(
-                input_ids=input_ids.expand(n, -1),
-                attention_mask=attention_mask.expand(n, -1),
-                encoder_hidden_states=image_embeds,
-            )
-            rows.append(blip.model.itm_head(text.last_hidden_state[:, 0, :]).float().cpu())
+            rows.append(self._itm(input_ids.expand(n, -1), attention_mask.expand(n, -1), image_embeds))
         return torch.cat(rows).numpy()
+
+    @torch.inference_mode()
+    def score_texts(self, feature: Any, texts: Sequence[str]) -> Scores:
+        """ITM "match" logits of several texts against one cached image feature (image -> text reranking).
+
+        Returns:
+            float32[len(texts)], equal to `score_features(text, [feature])` for each text.
+        """
+        rows = []
+        for chunk in _chunks(texts, self.batch_size):
+            input_ids, attention_mask = self._tokens(chunk)
+            image_embeds = self._stack_features([feature]).expand(len(chunk), -1, -1)
+            rows.append(self._itm(input_ids, attention_mask, image_embeds))
+        return torch.cat(rows)[:, MATCH].numpy() if rows else np.zeros(0, dtype=np.float32)
+
+    def _tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        blip = self._blip
+        tokens = blip.tokenizer(
+            list(texts),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=blip.model.config.text_config.max_position_embeddings,
+        )
+        return tokens["input_ids"].to(blip.device), tokens["attention_mask"].to(blip.device)
+
+    def _itm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        model = self._blip.model
+        # the image side is all real tokens, so no encoder mask: adding zeros would change nothing
+        text = model.text_encoder(
+            input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds
+        ).last_hidden_state
+        return model.itm_head(text[:, 0, :]).float().cpu()
 
     def _stack_features(self, chunk: Sequence[Any]) -> torch.Tensor:
         blip = self._blip

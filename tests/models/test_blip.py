@@ -168,6 +168,16 @@ def test_scores_are_float32_and_independent_of_batching(reranker, images):
     np.testing.assert_allclose(reversed_scores[::-1], scores, atol=1e-5, rtol=0)
 
 
+def test_score_texts_equals_one_text_at_a_time(reranker, images):
+    texts = [QUERY, "a blue square", "what color is the triangle?", "green", "a small red circle and a big square"]
+    feature = reranker.image_features(images[:1])[0]
+    batched = reranker.score_texts(feature, texts)  # padded to the longest text, in chunks of 3
+    assert batched.dtype == np.float32 and batched.shape == (len(texts),)
+    one_by_one = np.concatenate([reranker.score_features(text, [feature]) for text in texts])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5, rtol=0)
+    assert reranker.score_texts(feature, []).shape == (0,)
+
+
 def test_float16_cached_features_still_score(reranker, images):
     features = reranker.image_features(images)
     full = reranker.score_features(QUERY, features)
