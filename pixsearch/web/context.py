@@ -77,6 +77,8 @@ class WebContext:
         # SearchService builds its encoder and index caches lazily and without locks; one search at
         # a time keeps that safe (the FAISS search and SQL reads are milliseconds next to encoding)
         self.search_lock = threading.Lock()
+        # a reranker keeps feature caches that are not thread-safe either
+        self.rerank_lock = threading.Lock()
         self.models = ModelPool(
             options.captioner,
             options.answerer,

@@ -104,5 +104,6 @@ def _rerank(context: WebContext, query: WebQuery, text: str | None, results: Web
     elif text is None or query.image is not None or query.like is not None or query.vector is not None:
         results.notes.append("rerank ignored: reranking needs a words-only query")
     elif results.hits:
-        results.hits = list(context.rerank_hook(text, list(results.hits)))
+        with context.rerank_lock:
+            results.hits = list(context.rerank_hook(text, list(results.hits)))
         results.reranked = True

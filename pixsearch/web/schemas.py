@@ -21,7 +21,9 @@ class ErrorPublic(BaseModel):
 class HitPublic(BaseModel):
     id: int
     path: str
-    score: float
+    score: float = Field(description="similarity, or the fused score when reranked")
+    first_stage_score: float | None = Field(None, description="the similarity, when reranked")
+    rerank_score: float | None = Field(None, description="the reranker's own score, when reranked")
     width: int
     height: int
     taken_at: datetime | None = None
@@ -166,6 +168,8 @@ def hit_public(hit: ImageHit, request: Request) -> HitPublic:
         id=hit.image_id,
         path=hit.path,
         score=round(hit.score, 6),
+        first_stage_score=_rounded(getattr(hit, "first_stage_score", None)),
+        rerank_score=_rounded(getattr(hit, "rerank_score", None)),
         width=hit.width,
         height=hit.height,
         taken_at=hit.taken_at,
@@ -173,6 +177,10 @@ def hit_public(hit: ImageHit, request: Request) -> HitPublic:
         thumbnail_url=str(request.url_for("image_thumbnail", image_id=hit.image_id).path),
         page_url=str(request.url_for("result_page", image_id=hit.image_id).path),
     )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
 
 
 def caption_public(image_id: int, caption: Caption, generated: bool = False) -> CaptionPublic:

@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from images import draw, write_folder
 from PIL import Image
@@ -23,64 +22,16 @@ from pixsearch.web import WebOptions, create_app
 
 PHOTOS = 24
 TEXTS = "a red circle\na blue square\na small green triangle\n"
-BLIP_VOCAB = (
-    "[PAD] [UNK] [CLS] [SEP] [MASK] [DEC] a the red blue green circle square triangle on white background "
-    "what color is how many shapes are in picture ? of and yes no 1 2 3 small big photo there"
-).split()
-
-
-def _save_tiny_blip(model_name: str, directory: Path, seed: int) -> Path:
-    """A random BLIP (hidden 32, 2 layers) saved like a checkpoint, weights redrawn so outputs vary."""
-    import transformers
-    from transformers import BertTokenizer, BlipConfig
-    from transformers.models.blip import BlipImageProcessorPil
-
-    special = {name: BLIP_VOCAB.index(token) for name, token in (("pad", "[PAD]"), ("dec", "[DEC]"), ("sep", "[SEP]"))}
-    text = dict(
-        vocab_size=len(BLIP_VOCAB),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        pad_token_id=special["pad"],
-        bos_token_id=special["dec"],
-        sep_token_id=special["sep"],
-        eos_token_id=special["sep"],
-    )
-    vision = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
-    )
-    torch.manual_seed(seed)
-    model = getattr(transformers, model_name)(
-        BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
-    )
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if param.ndim >= 2:
-                param.copy_(noise / param[0].numel() ** 0.5)
-            elif "LayerNorm" in name or "layer_norm" in name:
-                param.copy_(1 + 0.2 * noise)
-            else:
-                param.copy_(0.1 * noise)
-    model.save_pretrained(directory)
-    vocab_file = directory / "vocab.txt"
-    vocab_file.write_text("\n".join(BLIP_VOCAB) + "\n")
-    BertTokenizer(vocab=str(vocab_file), bos_token="[DEC]").save_pretrained(directory)
-    BlipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="session")
-def caption_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"blip-caption:{_save_tiny_blip('BlipForConditionalGeneration', tmp_path_factory.mktemp('blip-cap'), 1)}"
+def caption_spec(tiny_blip_dirs: dict[str, Path]) -> str:
+    return f"blip-caption:{tiny_blip_dirs['caption']}"
 
 
 @pytest.fixture(scope="session")
-def vqa_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"blip-vqa:{_save_tiny_blip('BlipForQuestionAnswering', tmp_path_factory.mktemp('blip-vqa'), 2)}"
+def vqa_spec(tiny_blip_dirs: dict[str, Path]) -> str:
+    return f"blip-vqa:{tiny_blip_dirs['vqa']}"
 
 
 def exif_jpeg(path: Path, seed: int = 99) -> Path:
@@ -179,3 +130,7 @@ def fresh_library(library_dir: Path, tmp_path: Path) -> Path:
     target = tmp_path / "library"
     shutil.copytree(library_dir, target, ignore=shutil.ignore_patterns("captions.json", "thumbs"))
     return target
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives a real headless Chromium (skips when none is installed)")

@@ -222,3 +222,36 @@ def test_write_paths_cannot_be_reached_by_get(client, image_ids) -> None:
     image_id = image_ids["img_0001.png"]
     assert client.get(f"/api/images/{image_id}/caption").status_code == 405
     assert client.get(f"/api/images/{image_id}/ask").status_code == 405
+
+
+def test_a_slow_caption_does_not_hold_up_searches(make_client, fresh_library, image_ids) -> None:
+    import threading
+
+    class Slow:
+        started, release = threading.Event(), threading.Event()
+
+        def load(self) -> None: ...
+
+        def close(self) -> None:
+            self.release.set()
+
+        def caption(self, images):
+            self.started.set()
+            assert self.release.wait(30)
+            return ["slow words"]
+
+    client = make_client(library=fresh_library, captioner="blip-caption:/unused")
+    client.app.state.context.models._captioner._model = Slow()  # as if loaded
+    result: dict[str, object] = {}
+    worker = threading.Thread(
+        target=lambda: result.update(r=client.post(f"/api/images/{image_ids['img_0008.png']}/caption"))
+    )
+    worker.start()
+    try:
+        assert Slow.started.wait(30)
+        assert client.get("/api/search", params={"q": "circle", "k": 3}).status_code == 200  # while captioning
+        assert "r" not in result
+    finally:
+        Slow.release.set()
+        worker.join(30)
+    assert result["r"].json()["caption"] == "slow words"

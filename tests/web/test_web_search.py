@@ -169,3 +169,16 @@ def test_an_unexpected_error_is_a_500_without_traceback(make_client) -> None:
     assert response.status_code == 500
     assert response.json() == {"detail": "internal server error; the server log has the details"}
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_the_rerank_service_plugs_in_as_the_hook(make_client, tiny_blip_dirs, library_dir) -> None:
+    from pixsearch.models import Role, create
+    from pixsearch.rerank import RerankService
+
+    spec = f"blip-itm:{tiny_blip_dirs['itm']}"
+    service = RerankService(create(spec, Role.RERANKER), spec, library_dir)
+    client = make_client(rerank_hook=service.rerank_images)
+    body = client.get("/api/search", params={"q": "a red circle", "k": 6, "rerank": True}).json()
+    assert body["reranked"] is True and len(body["hits"]) == 6
+    assert all(hit["rerank_score"] is not None and hit["first_stage_score"] is not None for hit in body["hits"])
+    assert [hit["score"] for hit in body["hits"]] == sorted((hit["score"] for hit in body["hits"]), reverse=True)

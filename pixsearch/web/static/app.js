@@ -82,7 +82,7 @@ function setupAsk() {
         bar.style.width = Math.max(2, Math.round(answer.probability * 120)) + "px";
         const prob = document.createElement("span");
         prob.className = "prob";
-        prob.textContent = (answer.probability * 100).toFixed(1) + "%";
+        prob.textContent = answer.probability >= 0.001 ? (answer.probability * 100).toFixed(1) + "%" : "<0.1%";
         item.append(text, bar, prob);
         list.append(item);
       }

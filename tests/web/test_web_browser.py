@@ -1,0 +1,141 @@
+"""A real browser (headless Chromium, driven by Selenium) against a real uvicorn server.
+
+Skips when Selenium, Debian's `chromium` or `chromium-driver` is missing (CI installs them).
+With PIXSEARCH_UPDATE_SCREENSHOTS=1 the screenshots are also copied to docs/ for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pixsearch.settings import Settings
+from pixsearch.web import WebOptions
+from pixsearch.web.server import make_server
+
+pytestmark = pytest.mark.browser
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+]
+
+
+def _find(*names: str) -> str | None:
+    return next((path for name in names if (path := shutil.which(name))), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server_url(fresh_library: Path, caption_spec: str, vqa_spec: str) -> Iterator[str]:
+    port = _free_port()
+    options = WebOptions(captioner=caption_spec, answerer=vqa_spec)
+    server = make_server(Settings(library=fresh_library), options, port=port, log_level="warning")
+    server.config.install_signal_handlers = False  # not the main thread
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    started = threading.Event()
+    for _ in range(200):  # bounded: up to 10 s for the socket to open
+        if server.started or not thread.is_alive():
+            break
+        started.wait(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    binary = _find("chromium", "chromium-browser")
+    driver_path = _find("chromedriver")
+    if binary is None or driver_path is None:
+        pytest.skip("no chromium browser or chromedriver found (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="pixsearch-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _save(driver, name: str, tmp_path: Path) -> Path:
+    shot = tmp_path / name
+    driver.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000, "the screenshot looks empty"
+    if os.environ.get("PIXSEARCH_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        shutil.copy(shot, DOCS / name)
+    return shot
+
+
+def test_search_then_ask_a_question(browser, server_url: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    wait = WebDriverWait(driver, 60)
+    driver.get(server_url + "/")
+    box = wait.until(ready.element_to_be_clickable((By.ID, "q")))
+    box.send_keys("a red circle on a white background")
+    driver.find_element(By.ID, "search-button").click()
+
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#results li.result img")))
+    thumbnails = driver.find_elements(By.CSS_SELECTOR, "#results li.result img")
+    assert len(thumbnails) == 24
+    # every thumbnail really loaded (decoded by the browser), not a broken-image icon
+    wait.until(
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
+    )
+    assert "q=a+red+circle" in driver.current_url and driver.find_element(By.ID, "next")
+    _save(driver, "search-page.png", tmp_path)
+
+    first = driver.find_element(By.CSS_SELECTOR, "#results li.result a.thumb")
+    name = first.get_attribute("title")
+    first.click()
+    wait.until(ready.presence_of_element_located((By.ID, "photo")))
+    assert driver.find_element(By.TAG_NAME, "h1").text == name
+    caption = driver.find_element(By.ID, "caption")
+    wait.until(lambda d: caption.get_attribute("data-missing") == "false")  # generated on first view
+    assert caption.text.strip() and "No caption" not in caption.text
+
+    driver.find_element(By.ID, "question").send_keys("what color is the circle?")
+    driver.find_element(By.ID, "ask-button").click()
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#answers li.answer")))
+    answers = driver.find_elements(By.CSS_SELECTOR, "#answers li.answer")
+    assert answers and answers[0].find_element(By.CLASS_NAME, "text").text.strip()
+    assert answers[0].find_element(By.CLASS_NAME, "prob").text.endswith("%")
+    wait.until(lambda d: d.execute_script("return document.getElementById('preview').naturalWidth > 0"))
+    _save(driver, "result-page.png", tmp_path)
