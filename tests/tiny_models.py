@@ -181,3 +181,48 @@ def save_tiny_blip(directory: Path, kind: str, seed: int = 0, image_size: int = 
     BertTokenizer(vocab=str(vocab_file), bos_token="[DEC]").save_pretrained(directory)
     BlipImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(directory)
     return directory
+
+
+def save_tiny_chinese_clip(directory: Path, seed: int = 0, image_size: int = 32) -> Path:
+    """A Chinese-CLIP with a BERT WordPiece vocabulary of single Chinese characters and a few words."""
+    from transformers import BertTokenizer, ChineseCLIPConfig, ChineseCLIPModel
+
+    torch.manual_seed(seed)
+    words = (
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("一只狗在海滩上红色的圆形蓝正方猫") + ["a", "dog", "cat"]
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    BertTokenizer(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    config = ChineseCLIPConfig(
+        text_config=dict(
+            vocab_size=len(words),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
+    ChineseCLIPModel(config).save_pretrained(directory)
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "size": {"height": image_size, "width": image_size},
+                "do_center_crop": False,
+                "resample": 3,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+            }
+        )
+    )
+    return directory

@@ -102,7 +102,11 @@ class RerankService:
         if not top:
             return list(hits)
         feature = self.reranker.image_features([image])[0]
-        itm = np.asarray([self.reranker.score_features(hit.text, [feature])[0] for hit in top], dtype=np.float32)
+        batched = getattr(self.reranker, "score_texts", None)  # one image against many texts, where offered
+        if batched is not None:
+            itm = np.asarray(batched(feature, [hit.text for hit in top]), dtype=np.float32)
+        else:
+            itm = np.asarray([self.reranker.score_features(hit.text, [feature])[0] for hit in top], dtype=np.float32)
         final = fuse(itm, np.asarray([hit.score for hit in top], dtype=np.float32), self.options.fusion)
         rescored = [
             dataclasses.replace(hit, score=float(f), first_stage_score=hit.score, rerank_score=float(s))

@@ -42,3 +42,15 @@ def test_transform_read_from_preprocessor_config(tiny_clip_dir, tiny_siglip_dir)
     assert transform_from_config(tiny_clip_dir, default) == ImageTransform(32, "shortest-crop")
     siglip = transform_from_config(tiny_siglip_dir, default)
     assert (siglip.size, siglip.mode, siglip.mean) == (32, "squash", (0.5, 0.5, 0.5))
+
+
+def test_chinese_clip_end_to_end(tmp_path) -> None:
+    from tiny_models import save_tiny_chinese_clip
+
+    directory = save_tiny_chinese_clip(tmp_path / "cn-clip")
+    encoder = create(f"chinese-clip:{directory}")
+    texts = encoder.encode_texts(["一只狗在海滩上", "红色的圆形"])
+    images = encoder.encode_images([draw(1), draw(2)])
+    assert texts.shape == (2, 16) and images.shape == (2, 16)
+    assert not np.allclose(texts[0], texts[1])  # the Chinese characters reach the model
+    assert encoder.transform.mode == "squash"
