@@ -114,3 +114,14 @@ def test_static_files_and_docs(client) -> None:
         assert methods <= set(paths[path]), path
     assert "requestBody" in paths["/knn-service"]["post"]
     assert not any(path == "/" or path.startswith("/images/") for path in paths)
+
+
+def test_user_text_is_escaped_on_the_pages(make_client, fresh_library, image_ids) -> None:
+    key = "correct-horse-battery"
+    client = make_client(library=fresh_library, captioner="blip-caption:/unused", api_key=key)
+    image_id = image_ids["img_0010.png"]
+    evil = '<script>alert("x")</script>'
+    client.post(f"/api/images/{image_id}/caption", json={"caption": evil}, headers={"X-API-Key": key})
+    html = client.get(f"/images/{image_id}").text
+    assert evil not in html and "&lt;script&gt;" in html
+    assert evil not in client.get("/", params={"q": evil}).text
