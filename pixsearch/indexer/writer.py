@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from pixsearch.indexer.decode import Failure, Hashed, Prepared
 from pixsearch.indexer.diff import Known
+from pixsearch.storage import keywords
 from pixsearch.storage.library import vector_bytes
 from pixsearch.storage.schema import Embedding, ImageRow, SkippedFile
 from pixsearch.storage.vector_index import VectorIndex
@@ -78,6 +79,8 @@ def move(session: Session, image_id: int, item: Hashed) -> None:
     row = session.get(ImageRow, image_id)
     if row is not None:
         row.path, row.size, row.mtime = item.path, item.size, item.mtime
+        session.flush()
+        keywords.refresh(session, [image_id])
 
 
 def copy(session: Session, source_id: int, item: Hashed, model_key: str, index: VectorIndex) -> None:
@@ -101,6 +104,7 @@ def copy(session: Session, source_id: int, item: Hashed, model_key: str, index: 
     session.add(row)
     session.flush()
     index.add(np.asarray([row.embeddings[0].id]), np.frombuffer(vector, dtype=np.float32)[None, :])
+    keywords.refresh(session, [row.id])
 
 
 def delete_images(session: Session, image_ids: Sequence[int], index: VectorIndex) -> None:
@@ -111,6 +115,7 @@ def delete_images(session: Session, image_ids: Sequence[int], index: VectorIndex
     index.remove(np.asarray(vector_ids, dtype=np.int64))
     session.execute(delete(Embedding).where(Embedding.image_id.in_(ids)))
     session.execute(delete(ImageRow).where(ImageRow.id.in_(ids)))
+    keywords.remove(session, ids)
 
 
 def store_embedded(
@@ -145,3 +150,4 @@ def store_embedded(
     session.flush()
     index.add(np.asarray([e.id for e in new_embeddings], dtype=np.int64), np.asarray(vectors, dtype=np.float32))
     clear_failures(session, paths)
+    keywords.refresh(session, [e.image_id for e in new_embeddings])

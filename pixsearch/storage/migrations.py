@@ -8,12 +8,28 @@ from collections.abc import Callable
 from sqlalchemy import Connection, Engine, inspect, select
 
 from pixsearch.errors import LibraryError
-from pixsearch.storage.schema import SCHEMA_VERSION, Base, Meta
+from pixsearch.storage.keywords import ensure_keyword_index
+from pixsearch.storage.schema import SCHEMA_VERSION, Base, ImageRow, Meta
 
 log = logging.getLogger(__name__)
 
+
+def _v1_to_v2(connection: Connection) -> None:
+    """Tags, OCR text, captions and the keyword index; documents for the images already there."""
+    from sqlalchemy.orm import Session
+
+    from pixsearch.storage import keywords
+
+    Base.metadata.create_all(connection)
+    ensure_keyword_index(connection)
+    with Session(bind=connection) as session:
+        ids = session.execute(select(ImageRow.id)).scalars().all()
+        keywords.refresh(session, ids)
+        session.flush()
+
+
 # MIGRATIONS[v] upgrades a database at version v to v + 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 
 
 def schema_version(connection: Connection) -> int | None:
@@ -33,6 +49,7 @@ def migrate(engine: Engine) -> int:
         version = schema_version(connection)
         if version is None:
             Base.metadata.create_all(connection)
+            ensure_keyword_index(connection)
             connection.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
             return SCHEMA_VERSION
         if version > SCHEMA_VERSION:

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Base(DeclarativeBase):
@@ -100,3 +100,41 @@ class TextEmbedding(Base):
     text_id: Mapped[int] = mapped_column(ForeignKey("texts.id", ondelete="CASCADE"), index=True)
     model_key: Mapped[str] = mapped_column(String(32), index=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class TagRow(Base):
+    """A tag on an image. `state` is 'suggested' (by a model), 'confirmed' (by a person; never
+    overwritten by a model) or 'rejected' (removed by a person; kept so no model adds it back)."""
+
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("image_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    source: Mapped[str] = mapped_column(String(200))  # e.g. "zero-shot:clip:...", "imagenet:...", "person", "xmp"
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="suggested")
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class OcrText(Base):
+    """Text read in an image by an OCR engine."""
+
+    __tablename__ = "ocr_texts"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    engine: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class CaptionRow(Base):
+    """A caption of an image by one captioner (or a person: spec 'person')."""
+
+    __tablename__ = "captions"
+    __table_args__ = (UniqueConstraint("image_id", "spec"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    spec: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))  # the bytes the caption describes
+    created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -49,3 +49,34 @@ def test_missing_migration_is_an_error(tmp_path: Path) -> None:
     library.close()
     with pytest.raises(LibraryError, match="no migration"):
         Library.open(tmp_path / "lib")
+
+
+def test_version_1_library_gains_tags_and_keywords(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from pixsearch.storage import keywords
+    from pixsearch.storage.schema import ImageRow
+
+    library = Library.open(tmp_path / "lib")
+    with library.session() as session:
+        session.add(
+            ImageRow(
+                path="/photos/beach/sunset.jpg",
+                content_hash="h",
+                size=1,
+                mtime=0.0,
+                width=1,
+                height=1,
+                indexed_at=datetime.now(),
+            )
+        )
+        session.execute(text("DROP TABLE keywords"))
+        for table in ("tags", "ocr_texts", "captions"):
+            session.execute(text(f"DROP TABLE {table}"))
+    _set_version(library, 1)
+    library.close()
+    upgraded = Library.open(tmp_path / "lib")
+    with upgraded.session() as session:
+        found = keywords.search(session, keywords.KeywordQuery(include=("sunset",)), 5)
+        assert [image_id for image_id, _ in found] == [1]
+        session.execute(text("select count(*) from tags")).scalar_one()

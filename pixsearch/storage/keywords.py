@@ -1,0 +1,147 @@
+"""The keyword index: one document per image (file and folder names, captions, tags, OCR text,
+EXIF), searched with SQLite FTS5 (bm25) or PostgreSQL full text (ts_rank).
+
+Documents are rebuilt from the tables by `refresh` after anything about an image changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, select, text
+from sqlalchemy.orm import Session
+
+from pixsearch.storage.schema import CaptionRow, ImageRow, OcrText, TagRow
+
+COLUMNS = ("path", "caption", "tags", "ocr", "exif")
+
+
+def ensure_keyword_index(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        connection.execute(
+            text(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS keywords USING fts5("
+                "path, caption, tags, ocr, exif, tokenize = 'unicode61 remove_diacritics 2')"
+            )
+        )
+    elif connection.dialect.name == "postgresql":
+        connection.execute(
+            text("CREATE TABLE IF NOT EXISTS keywords (image_id INTEGER PRIMARY KEY, document tsvector NOT NULL)")
+        )
+        connection.execute(text("CREATE INDEX IF NOT EXISTS keywords_document ON keywords USING GIN (document)"))
+
+
+def _documents(session: Session, image_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    docs: dict[int, dict[str, str]] = {}
+    for row in session.execute(select(ImageRow).where(ImageRow.id.in_(image_ids))).scalars():
+        exif = " ".join(
+            part
+            for part in (
+                row.camera or "",
+                row.taken_at.strftime("%Y %B %Y-%m-%d") if row.taken_at else "",
+            )
+            if part
+        )
+        docs[row.id] = {"path": row.path, "caption": "", "tags": "", "ocr": "", "exif": exif}
+    for image_id, caption in session.execute(
+        select(CaptionRow.image_id, CaptionRow.text).where(CaptionRow.image_id.in_(image_ids))
+    ):
+        docs[image_id]["caption"] += caption + " "
+    for image_id, name in session.execute(
+        select(TagRow.image_id, TagRow.name).where(TagRow.image_id.in_(image_ids), TagRow.state != "rejected")
+    ):
+        docs[image_id]["tags"] += name + " ; "
+    for image_id, ocr in session.execute(select(OcrText.image_id, OcrText.text).where(OcrText.image_id.in_(image_ids))):
+        docs[image_id]["ocr"] = ocr
+    return docs
+
+
+def refresh(session: Session, image_ids: Iterable[int]) -> None:
+    """Rebuild the keyword documents of these images (missing images are dropped from the index)."""
+    ids = sorted(set(image_ids))
+    if not ids:
+        return
+    remove(session, ids)
+    dialect = session.get_bind().dialect.name
+    for image_id, doc in _documents(session, ids).items():
+        if dialect == "sqlite":
+            session.execute(
+                text(
+                    "INSERT INTO keywords (rowid, path, caption, tags, ocr, exif) "
+                    "VALUES (:id, :path, :caption, :tags, :ocr, :exif)"
+                ),
+                {"id": image_id, **doc},
+            )
+        elif dialect == "postgresql":
+            session.execute(
+                text("INSERT INTO keywords (image_id, document) VALUES (:id, to_tsvector('simple', :doc))"),
+                {"id": image_id, "doc": " ".join(doc[c].replace("/", " ") for c in COLUMNS)},
+            )
+
+
+def remove(session: Session, image_ids: Sequence[int]) -> None:
+    dialect = session.get_bind().dialect.name
+    column = "rowid" if dialect == "sqlite" else "image_id"
+    if dialect not in {"sqlite", "postgresql"}:
+        return
+    for start in range(0, len(image_ids), 500):
+        chunk = list(image_ids[start : start + 500])
+        params = {f"i{n}": value for n, value in enumerate(chunk)}
+        placeholders = ", ".join(f":i{n}" for n in range(len(chunk)))
+        session.execute(text(f"DELETE FROM keywords WHERE {column} IN ({placeholders})"), params)
+
+
+@dataclass(frozen=True)
+class KeywordQuery:
+    """Words and phrases that must all match, and words that must not."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    any_of: tuple[str, ...] = field(default=())  # at least one of these (used when nothing is required)
+
+    def __bool__(self) -> bool:
+        return bool(self.include or self.any_of)
+
+
+def _quote(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def fts5_expression(query: KeywordQuery) -> str:
+    """An FTS5 MATCH expression; every term is quoted, so user text can never be FTS5 syntax."""
+    parts = [_quote(t) for t in query.include]
+    if query.any_of:
+        parts.append("(" + " OR ".join(_quote(t) for t in query.any_of) + ")")
+    expression = " AND ".join(parts)
+    for term in query.exclude:
+        expression = f"({expression}) NOT {_quote(term)}"
+    return expression
+
+
+def search(session: Session, query: KeywordQuery, limit: int) -> list[tuple[int, float]]:
+    """(image id, relevance) best first; relevance is higher-is-better."""
+    if not query:
+        return []
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        rows = session.execute(
+            text("SELECT rowid, bm25(keywords) FROM keywords WHERE keywords MATCH :q ORDER BY bm25(keywords) LIMIT :n"),
+            {"q": fts5_expression(query), "n": limit},
+        )
+        return [(int(image_id), -float(score)) for image_id, score in rows]
+    if dialect == "postgresql":
+        positive = " & ".join(f"phraseto_tsquery('simple', :p{i})" for i in range(len(query.include)))
+        any_of = " | ".join(f"plainto_tsquery('simple', :a{i})" for i in range(len(query.any_of)))
+        negative = [f"!! phraseto_tsquery('simple', :n{i})" for i in range(len(query.exclude))]
+        expression = " && ".join(p for p in [positive, f"({any_of})" if any_of else "", *negative] if p)
+        params = {f"p{i}": t for i, t in enumerate(query.include)}
+        params |= {f"a{i}": t for i, t in enumerate(query.any_of)} | {f"n{i}": t for i, t in enumerate(query.exclude)}
+        rows = session.execute(
+            text(
+                f"SELECT image_id, ts_rank(document, q) FROM keywords, ({expression}) AS q "
+                "WHERE document @@ q ORDER BY 2 DESC LIMIT :n"
+            ).bindparams(**params, n=limit)
+        )
+        return [(int(image_id), float(score)) for image_id, score in rows]
+    return []
