@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cache)
     cache.add_argument("--rerank", metavar="SPEC", help="the reranker (env PIXSEARCH_RERANKER)")
 
+    serve = commands.add_parser("serve", help="the web UI and JSON API over the library")
+    _common(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--captioner", metavar="SPEC", help="captions on result pages (env PIXSEARCH_CAPTIONER)")
+    serve.add_argument("--answerer", metavar="SPEC", help="answers questions about a photo (env PIXSEARCH_ANSWERER)")
+    serve.add_argument("--rerank", metavar="SPEC", help="reranker for searches with rerank on (env PIXSEARCH_RERANKER)")
+
     status = commands.add_parser("status", help="what the library holds")
     _common(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")

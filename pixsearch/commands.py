@@ -186,3 +186,16 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     for path, reason in status.skipped:
         print(f"  {path}: {reason}")
     return 0
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from pixsearch.web import WebOptions
+    from pixsearch.web.server import serve
+
+    library = _open(settings)
+    reranker = _reranker(settings, library)
+    # the API key comes from the environment only (PIXSEARCH_API_KEY), never a flag visible in `ps`
+    options = WebOptions.from_env(captioner=args.captioner, answerer=args.answerer, reranker=settings.reranker)
+    print(f"pixsearch: serving {settings.library} at http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    serve(settings, options, args.host, args.port, rerank_hook=reranker.rerank_images if reranker else None)
+    return 0
