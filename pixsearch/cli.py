@@ -59,15 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     texts.add_argument("file", type=Path)
     texts.add_argument("--collection", help="collection name (default: the file name)")
 
-    search = commands.add_parser("search", help="search by words or by a photo")
+    from pixsearch.search import query as query_language
+
+    search = commands.add_parser(
+        "search",
+        help="search by words or by a photo",
+        description="Search by words (with the query language below) or by a photo.",
+        epilog="query language:\n" + query_language.__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(search)
-    search.add_argument("query", nargs="?", help="words to search for")
+    search.add_argument("query", nargs="?", help="words, phrases, filters (see below)")
     search.add_argument("--image", type=Path, help="search with a photo instead of (or as well as) words")
     search.add_argument("--in", dest="target", choices=["images", "texts"], default="images", help="what to return")
     search.add_argument("-k", "--top", dest="k", type=int, default=10, help="number of results (1-1000)")
     search.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
     search.add_argument("--collection", help="with --in texts: only this text collection")
     search.add_argument("--json", action="store_true", help="machine-readable output")
+    search.add_argument(
+        "--keyword-weight", type=float, default=1.0, help="weight of keyword matches in the fusion (0: off)"
+    )
+    search.add_argument("--min-score", type=float, help="drop results below this similarity")
+    search.add_argument("--no-cutoff", action="store_true", help="no relevance cut-off: always return k results")
+    search.add_argument("--no-group", action="store_true", help="do not collapse near-duplicate results")
     search.add_argument(
         "--rerank", metavar="SPEC", help="rerank the top results with this model (env PIXSEARCH_RERANKER)"
     )
@@ -91,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--captioner", metavar="SPEC", help="captions on result pages (env PIXSEARCH_CAPTIONER)")
     serve.add_argument("--answerer", metavar="SPEC", help="answers questions about a photo (env PIXSEARCH_ANSWERER)")
     serve.add_argument("--rerank", metavar="SPEC", help="reranker for searches with rerank on (env PIXSEARCH_RERANKER)")
+
+    duplicates = commands.add_parser("duplicates", help="list groups of near-identical photos")
+    _common(duplicates)
+    duplicates.add_argument("--threshold", type=float, default=0.95, help="cosine similarity (default 0.95)")
+    duplicates.add_argument("--json", action="store_true", help="machine-readable output")
 
     status = commands.add_parser("status", help="what the library holds")
     _common(status)

@@ -20,6 +20,8 @@ from pixsearch.models import ModelOptions, Role, create
 from pixsearch.rerank import Fusion, RerankOptions, RerankService
 from pixsearch.rerank.cache import disk_usage
 from pixsearch.search import SearchService
+from pixsearch.search.duplicates import find_duplicates
+from pixsearch.search.engine import SearchOptions, hybrid_search
 from pixsearch.settings import Settings
 from pixsearch.storage import Library
 from pixsearch.storage.status import library_status
@@ -137,9 +139,21 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
     elif image is not None:
         hits = service.image_to_image(image, fetch)
     else:
-        hits = service.text_to_image(args.query, fetch)
-        if reranker:
-            hits = reranker.rerank_images(args.query, hits)
+        options = SearchOptions(
+            keyword_weight=args.keyword_weight,
+            cutoff_z=None if args.no_cutoff else SearchOptions.cutoff_z,
+            min_score=args.min_score,
+            duplicate_threshold=None if args.no_group else SearchOptions.duplicate_threshold,
+        )
+        result = hybrid_search(service, args.query, fetch, 0, options)
+        if result.no_good_match:
+            print(
+                "no good match: nothing passed the relevance cut-off (--no-cutoff shows the nearest anyway)",
+                file=sys.stderr,
+            )
+        hits = result.hits
+        if reranker and result.query.has_vector:
+            hits = reranker.rerank_images(" ".join(t for _, t in result.query.terms), hits)
     hits = hits[args.offset : args.offset + args.k]
     if args.json:
         print_json([hit.to_json() for hit in hits])
@@ -149,7 +163,22 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
             if hit.rerank_score is not None
             else ""
         )
-        print(f"{hit.score:.4f}  {hit.path}{detail}")
+        more = f"  (+{hit.duplicates} near-identical)" if hit.duplicates else ""
+        print(f"{hit.score:.4f}  {hit.path}{detail}{more}")
+    return 0
+
+
+def run_duplicates(args: argparse.Namespace, settings: Settings) -> int:
+    groups = find_duplicates(SearchService(_open(settings), _options(settings)), args.threshold)
+    if args.json:
+        print_json([[hit.to_json() for hit in group] for group in groups])
+        return 0
+    for number, group in enumerate(groups, start=1):
+        print(f"group {number}: {len(group)} photos")
+        for hit in group:
+            print(f"  {hit.score:.4f}  {hit.path}")
+    if not groups:
+        print(f"no near-identical photos at similarity {args.threshold}")
     return 0
 
 

@@ -27,7 +27,7 @@ def test_index_search_status(env: Path, clip_spec: str, capsys: pytest.CaptureFi
     out = capsys.readouterr()
     assert "6 embedded" in out.out and "skipped" in out.out and "broken.jpg" in out.out
 
-    assert main(["search", "a red circle", "-k", "3", "--json"]) == 0
+    assert main(["search", "a red circle", "-k", "3", "--json", "--no-cutoff", "--no-group"]) == 0
     hits = _json(capsys)
     assert len(hits) == 3 and all(h["path"] in {str(p) for p in paths} for h in hits)
 
@@ -67,3 +67,20 @@ def test_environment_settings_are_checked(env: Path, monkeypatch, capsys) -> Non
     monkeypatch.setenv("PIXSEARCH_BATCH_SIZE", "many")
     assert main(["status"]) == 2
     assert "PIXSEARCH_BATCH_SIZE" in capsys.readouterr().err
+
+
+def test_hybrid_syntax_and_duplicates(env: Path, clip_spec: str, capsys) -> None:
+    import shutil
+
+    paths = write_folder(env / "photos" / "trips", 4)
+    shutil.copy(paths[1], env / "photos" / "again.png")
+    assert main(["index", str(env / "photos"), "--model", clip_spec, "--workers", "0"]) == 0
+    capsys.readouterr()
+    assert main(["search", "folder:trips", "--json", "--no-group"]) == 0
+    assert sorted(Path(h["path"]).name for h in _json(capsys)) == sorted(p.name for p in paths)
+    assert main(["search", '"again"', "--json", "--no-cutoff"]) == 0
+    assert [Path(h["path"]).name for h in _json(capsys)] == ["again.png"]
+    assert main(["duplicates", "--threshold", "0.9999", "--json"]) == 0
+    assert [sorted(Path(h["path"]).name for h in g) for g in _json(capsys)] == [["again.png", "img_0001.png"]]
+    assert main(["search", "after:someday"]) == 2
+    assert "YYYY" in capsys.readouterr().err

@@ -18,6 +18,8 @@ class ImageHit:
     content_hash: str = ""
     first_stage_score: float | None = None  # set when reranked: `score` is then the fused score
     rerank_score: float | None = None
+    keyword_score: float | None = None  # relevance in the keyword index, when it matched there
+    duplicates: int = 0  # near-identical results collapsed into this one
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -26,6 +28,8 @@ class ImageHit:
             "score": round(self.score, 6),
             "first_stage_score": _round(self.first_stage_score),
             "rerank_score": _round(self.rerank_score),
+            "keyword_score": _round(self.keyword_score),
+            "duplicates": self.duplicates,
             "width": self.width,
             "height": self.height,
             "taken_at": self.taken_at.isoformat() if self.taken_at else None,

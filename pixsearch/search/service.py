@@ -128,6 +128,14 @@ class SearchService:
             hits = [hit for hit in hits if hit.collection == collection]
         return hits[:k]
 
+    def image_ids_of(self, vector_ids: Sequence[int]) -> dict[int, int]:
+        """FAISS ids (embedding rows) -> image ids."""
+        if not vector_ids:
+            return {}
+        with self.library.session() as session:
+            query = select(EmbeddingRow.id, EmbeddingRow.image_id).where(EmbeddingRow.id.in_(list(vector_ids)))
+            return {vector_id: image_id for vector_id, image_id in session.execute(query)}
+
     def all_images(self) -> list[ImageHit]:
         """Every image of the library as a hit with score 0 (for batch jobs over the library)."""
         with self.library.session() as session:

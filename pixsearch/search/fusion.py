@@ -1,0 +1,37 @@
+"""Combining rankings: reciprocal rank fusion, and collapsing near-duplicates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], weights: Sequence[float], k: int = 60) -> list[int]:
+    """Ids ordered by sum(weight / (k + rank)) over the rankings (rank from 1), ties by first appearance."""
+    if len(rankings) != len(weights):
+        raise ValueError(f"{len(rankings)} rankings but {len(weights)} weights")
+    scores: dict[int, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    order = {item: i for i, item in enumerate(dict.fromkeys(i for ranking in rankings for i in ranking))}
+    return sorted(scores, key=lambda item: (-scores[item], order[item]))
+
+
+def group_near_duplicates(vectors: npt.NDArray[np.float32], threshold: float) -> list[int]:
+    """For vectors in ranked order, the index of the earlier kept vector each one duplicates
+    (cosine >= threshold), or its own index when it is kept."""
+    kept: list[int] = []
+    owner = []
+    for i, vector in enumerate(vectors):
+        if kept:
+            similarity = vectors[kept] @ vector
+            best = int(np.argmax(similarity))
+            if similarity[best] >= threshold:
+                owner.append(kept[best])
+                continue
+        kept.append(i)
+        owner.append(i)
+    return owner
