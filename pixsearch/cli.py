@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--batch-size", type=int)
     index.add_argument("--workers", type=int, help="decoding processes (default: one per core; 0: none)")
     index.add_argument("--max-pixels", type=int, help="refuse images larger than this (decompression bombs)")
+    index.add_argument(
+        "--query-model",
+        metavar="SPEC",
+        help="answer word queries with this text model (e.g. st-text: multilingual CLIP); 'none' clears it",
+    )
 
     texts = commands.add_parser("index-texts", help="add a text file (one text per line) for image->text lookups")
     _common(texts)

@@ -72,6 +72,8 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
         report = Indexer(library, encoder, options).run(args.folders, bars)
     finally:
         bars.close()
+    if args.query_model:
+        _set_query_model(library, args.query_model, settings)
     elapsed = time.perf_counter() - started
     print(
         f"{report.scanned} files seen in {elapsed:.1f}s: {report.embedded} embedded "
@@ -81,6 +83,22 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     for failure in report.skipped:
         print(f"  skipped {failure.path}: {failure.reason}")
     return 0
+
+
+def _set_query_model(library: Library, spec: str, settings: Settings) -> None:
+    if spec.lower() == "none":
+        with library.session() as session:
+            library.set_query_model(session, None)
+        return
+    with library.session() as session:
+        model = library.active_model(session)
+    dim = create(spec, Role.TEXT_ENCODER, _options(settings)).dim
+    if model is None or dim != model.dim:
+        raise ConfigError(
+            f"query model {spec} gives {dim}-d vectors; the library's model has {model.dim if model else '?'}"
+        )
+    with library.session() as session:
+        library.set_query_model(session, spec)
 
 
 def run_index_texts(args: argparse.Namespace, settings: Settings) -> int:

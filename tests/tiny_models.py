@@ -226,3 +226,33 @@ def save_tiny_chinese_clip(directory: Path, seed: int = 0, image_size: int = 32)
         )
     )
     return directory
+
+
+def save_tiny_sentence_transformer(directory: Path, out_dim: int = 16, seed: int = 0) -> Path:
+    """A sentence-transformers folder: a tiny multilingual-ish BERT, mean pooling, a Dense layer to `out_dim`."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    torch.manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "a dog on the beach un chien sur la plage 一只狗在海滩上".split()
+    words += list("一只狗在海滩上")
+    (directory / "vocab.txt").write_text("\n".join(dict.fromkeys(words)) + "\n", encoding="utf-8")
+    BertTokenizer(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    config = BertConfig(vocab_size=len(dict.fromkeys(words)), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(directory)
+    (directory / "sentence_bert_config.json").write_text('{"max_seq_length": 32, "do_lower_case": false}')
+    (directory / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    ]))
+    (directory / "1_Pooling").mkdir(exist_ok=True)
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}))
+    (directory / "2_Dense").mkdir(exist_ok=True)
+    (directory / "2_Dense" / "config.json").write_text(json.dumps(
+        {"in_features": 32, "out_features": out_dim, "bias": False, "activation_function": "torch.nn.modules.linear.Identity"}))
+    torch.save({"linear.weight": torch.randn(out_dim, 32) / 32**0.5}, directory / "2_Dense" / "pytorch_model.bin")
+    return directory

@@ -64,6 +64,12 @@ _BACKENDS: tuple[Backend, ...] = (
         "native VLE, patch-box head",
     ),
     Backend("mplug-vqa", Role.ANSWERER, "pixsearch.models.mplug.backends:MplugAnswerer", "native mPLUG VQA"),
+    Backend(
+        "st-text",
+        Role.TEXT_ENCODER,
+        "pixsearch.models.st_text:SentenceTransformerTextEncoder",
+        "sentence-transformers text model into a CLIP image space (multilingual queries)",
+    ),
     Backend("ofa-ve", Role.ENTAILER, "pixsearch.models.ofa.backends:OfaEntailer", "native OFA visual entailment"),
 )
 

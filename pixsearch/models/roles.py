@@ -25,6 +25,7 @@ class Role(StrEnum):
     ENTAILER = "entailer"
     TAGGER = "tagger"
     PATCH_SCORER = "patch-scorer"
+    TEXT_ENCODER = "text-encoder"
 
 
 class Tower(StrEnum):
@@ -119,3 +120,13 @@ class PatchScorer(Model, Protocol):
     def patch_scores(self, image: Image.Image, text: str) -> npt.NDArray[np.float32]:
         """-> float32[rows, cols]: the probability that each image patch matches the text."""
         ...
+
+
+@runtime_checkable
+class TextEncoder(Model, Protocol):
+    """Text only, into the space of some dual encoder's images (a query model for a library)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> Embedding: ...

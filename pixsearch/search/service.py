@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from pixsearch.errors import ConfigError, EmptyIndexError, LibraryError, NotFoundError
 from pixsearch.models import registry
-from pixsearch.models.roles import DualEncoder, Embedding, Role, Tower
+from pixsearch.models.roles import DualEncoder, Embedding, Role, TextEncoder, Tower
 from pixsearch.models.spec import ModelOptions
 from pixsearch.search.results import ImageHit, TextHit
 from pixsearch.storage.library import IMAGES, TEXTS, Library
@@ -38,6 +38,8 @@ class SearchService:
         self.library = library
         self.options = options or ModelOptions()
         self._encoder = encoder
+        self._query_encoder: TextEncoder | None = None
+        self._query_spec: str | None = None
         self._model: ModelRow | None = None
         self._indexes: dict[str, tuple[int, VectorIndex]] = {}
 
@@ -74,9 +76,24 @@ class SearchService:
         return self._indexes[kind][1]
 
     # -- queries --------------------------------------------------------------------------
+    def _text_model(self) -> DualEncoder | TextEncoder:
+        """The library's query model when it carries one (e.g. multilingual), else the dual encoder."""
+        with self.library.session() as session:
+            spec = self.library.query_model(session)
+        if spec is None:
+            self.encoder.load_towers(Tower.TEXT)
+            return self.encoder
+        if self._query_encoder is None or self._query_spec != spec:
+            encoder = registry.create(spec, Role.TEXT_ENCODER, self.options)
+            if encoder.dim != self.model.dim:
+                raise LibraryError(
+                    f"query model {spec} gives {encoder.dim}-d vectors; the library's {self.model.spec} has {self.model.dim}"
+                )
+            self._query_encoder, self._query_spec = encoder, spec
+        return self._query_encoder
+
     def encode_text(self, texts: Sequence[str]) -> Embedding:
-        self.encoder.load_towers(Tower.TEXT)
-        return self.encoder.encode_texts(list(texts))
+        return self._text_model().encode_texts(list(texts))
 
     def encode_image(self, image: Image.Image) -> Embedding:
         self._check_preprocessing()

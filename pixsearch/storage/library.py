@@ -121,6 +121,22 @@ class Library:
         self.set_meta(session, "active_model", key)
         return row
 
+    def query_model(self, session: Session) -> str | None:
+        """The text model this library answers word queries with, if not its dual encoder's own."""
+        active = self.active_model(session)
+        return self.get_meta(session, f"query_model:{active.key}") if active else None
+
+    def set_query_model(self, session: Session, spec: str | None) -> None:
+        """Carry `spec` (a text encoder into this library's image space) for queries; None: the dual encoder's own."""
+        active = self.active_model(session)
+        if active is None:
+            raise LibraryError(f"library {self.root} has no model yet; index some photos first")
+        key = f"query_model:{active.key}"
+        if spec is None:
+            session.execute(delete(Meta).where(Meta.key == key))
+        else:
+            self.set_meta(session, key, spec)
+
     def drop_other_models(self, session: Session, keep: str) -> int:
         """Delete the vectors of every model but `keep` (after a completed re-index)."""
         removed = 0

@@ -19,6 +19,7 @@ class LibraryStatus:
     texts: int = 0
     text_vectors: int = 0
     model: str | None = None
+    query_model: str | None = None
     preprocess_id: str | None = None
     dim: int | None = None
     index_type: str | None = None
@@ -42,6 +43,7 @@ def library_status(library: Library) -> LibraryStatus:
             for row in session.execute(select(SkippedFile.path, SkippedFile.reason).order_by(SkippedFile.path))
         ]
         model = library.active_model(session)
+        status.query_model = library.query_model(session)
         if model is not None:
             status.model, status.preprocess_id, status.dim = model.spec, model.preprocess_id, model.dim
             status.image_vectors = library.count_vectors(session, IMAGES, model.key)
