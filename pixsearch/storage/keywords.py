@@ -6,6 +6,7 @@ Documents are rebuilt from the tables by `refresh` after anything about an image
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -76,8 +77,14 @@ def refresh(session: Session, image_ids: Iterable[int]) -> None:
         elif dialect == "postgresql":
             session.execute(
                 text("INSERT INTO keywords (image_id, document) VALUES (:id, to_tsvector('simple', :doc))"),
-                {"id": image_id, "doc": " ".join(doc[c].replace("/", " ") for c in COLUMNS)},
+                {"id": image_id, "doc": _words(" ".join(doc[c] for c in COLUMNS))},
             )
+
+
+def _words(text: str) -> str:
+    """Split like FTS5's unicode61 does (on anything not a letter or digit), so PostgreSQL's parser
+    does not keep 'beach_2020/img_1.jpg' as one file-name token."""
+    return re.sub(r"[\W_]+", " ", text)
 
 
 def remove(session: Session, image_ids: Sequence[int]) -> None:
@@ -135,12 +142,13 @@ def search(session: Session, query: KeywordQuery, limit: int) -> list[tuple[int,
         any_of = " | ".join(f"plainto_tsquery('simple', :a{i})" for i in range(len(query.any_of)))
         negative = [f"!! phraseto_tsquery('simple', :n{i})" for i in range(len(query.exclude))]
         expression = " && ".join(p for p in [positive, f"({any_of})" if any_of else "", *negative] if p)
-        params = {f"p{i}": t for i, t in enumerate(query.include)}
-        params |= {f"a{i}": t for i, t in enumerate(query.any_of)} | {f"n{i}": t for i, t in enumerate(query.exclude)}
+        params = {f"p{i}": _words(t) for i, t in enumerate(query.include)}
+        params |= {f"a{i}": _words(t) for i, t in enumerate(query.any_of)}
+        params |= {f"n{i}": _words(t) for i, t in enumerate(query.exclude)}
         rows = session.execute(
             text(
-                f"SELECT image_id, ts_rank(document, q) FROM keywords, ({expression}) AS q "
-                "WHERE document @@ q ORDER BY 2 DESC LIMIT :n"
+                f"SELECT image_id, ts_rank(document, query.q) FROM keywords, (SELECT {expression} AS q) AS query "
+                "WHERE document @@ query.q ORDER BY 2 DESC LIMIT :n"
             ).bindparams(**params, n=limit)
         )
         return [(int(image_id), float(score)) for image_id, score in rows]
