@@ -32,87 +32,50 @@ def clip_tokenizer(directory: Path):
     return tokenizer
 
 
-def save_tiny_clip(directory: Path, seed: int = 0, image_size: int = 32) -> Path:
-    from transformers import CLIPConfig, CLIPModel
+TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+
+
+def _save_dual(directory: Path, kind: str, seed: int, image_size: int) -> Path:
+    """A tiny CLIP ('clip') or SigLIP ('siglip') with the byte-level tokenizer, saved like a hub checkpoint."""
+    import transformers
 
     torch.manual_seed(seed)
     tokenizer = clip_tokenizer(directory)
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=image_size,
-            patch_size=8,
-        ),
-        projection_dim=16,
-    )
-    CLIPModel(config).save_pretrained(directory)
-    (directory / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "image_processor_type": "CLIPImageProcessor",
-                "size": {"shortest_edge": image_size},
-                "crop_size": {"height": image_size, "width": image_size},
-                "do_center_crop": True,
-                "resample": 3,
-                "image_mean": [0.48145466, 0.4578275, 0.40821073],
-                "image_std": [0.26862954, 0.26130258, 0.27577711],
-            }
+    text = dict(TINY_TOWER, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    vision = dict(TINY_TOWER, image_size=image_size, patch_size=8)
+    if kind == "clip":
+        text |= dict(
+            max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
         )
-    )
+        config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+        processor = {
+            "size": {"shortest_edge": image_size},
+            "crop_size": {"height": image_size, "width": image_size},
+            "do_center_crop": True,
+            "image_mean": CLIP_MEAN,
+            "image_std": CLIP_STD,
+        }
+        model = transformers.CLIPModel(config)
+    else:
+        config = transformers.SiglipConfig(text_config=dict(text, max_position_embeddings=64), vision_config=vision)
+        processor = {
+            "size": {"height": image_size, "width": image_size},
+            "image_mean": [0.5] * 3,
+            "image_std": [0.5] * 3,
+        }
+        model = transformers.SiglipModel(config)
+    model.save_pretrained(directory)
+    (directory / "preprocessor_config.json").write_text(json.dumps(dict(processor, resample=3)))
     return directory
+
+
+def save_tiny_clip(directory: Path, seed: int = 0, image_size: int = 32) -> Path:
+    return _save_dual(directory, "clip", seed, image_size)
 
 
 def save_tiny_siglip(directory: Path, seed: int = 0, image_size: int = 32) -> Path:
-    from transformers import SiglipConfig, SiglipModel
-
-    torch.manual_seed(seed)
-    tokenizer = clip_tokenizer(directory)
-    config = SiglipConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=64,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=image_size,
-            patch_size=8,
-        ),
-    )
-    SiglipModel(config).save_pretrained(directory)
-    (directory / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "image_processor_type": "SiglipImageProcessor",
-                "size": {"height": image_size, "width": image_size},
-                "resample": 3,
-                "image_mean": [0.5, 0.5, 0.5],
-                "image_std": [0.5, 0.5, 0.5],
-            }
-        )
-    )
-    return directory
+    return _save_dual(directory, "siglip", seed, image_size)
 
 
 BLIP_VOCAB = (
@@ -234,25 +197,57 @@ def save_tiny_sentence_transformer(directory: Path, out_dim: int = 16, seed: int
 
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "a dog on the beach un chien sur la plage 一只狗在海滩上".split()
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+    ] + "a dog on the beach un chien sur la plage 一只狗在海滩上".split()
     words += list("一只狗在海滩上")
     (directory / "vocab.txt").write_text("\n".join(dict.fromkeys(words)) + "\n", encoding="utf-8")
     BertTokenizer(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
-    config = BertConfig(vocab_size=len(dict.fromkeys(words)), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(dict.fromkeys(words)),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(directory)
     (directory / "sentence_bert_config.json").write_text('{"max_seq_length": 32, "do_lower_case": false}')
-    (directory / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
-    ]))
+    (directory / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+            ]
+        )
+    )
     (directory / "1_Pooling").mkdir(exist_ok=True)
-    (directory / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
-         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}))
+    (directory / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": 32,
+                "pooling_mode_cls_token": False,
+                "pooling_mode_mean_tokens": True,
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+            }
+        )
+    )
     (directory / "2_Dense").mkdir(exist_ok=True)
-    (directory / "2_Dense" / "config.json").write_text(json.dumps(
-        {"in_features": 32, "out_features": out_dim, "bias": False, "activation_function": "torch.nn.modules.linear.Identity"}))
+    (directory / "2_Dense" / "config.json").write_text(
+        json.dumps(
+            {
+                "in_features": 32,
+                "out_features": out_dim,
+                "bias": False,
+                "activation_function": "torch.nn.modules.linear.Identity",
+            }
+        )
+    )
     torch.save({"linear.weight": torch.randn(out_dim, 32) / 32**0.5}, directory / "2_Dense" / "pytorch_model.bin")
     return directory

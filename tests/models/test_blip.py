@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from tiny_models import save_tiny_blip
 from transformers import (
     BertTokenizer,
-    BlipConfig,
     BlipForConditionalGeneration,
     BlipForImageTextRetrieval,
     BlipForQuestionAnswering,
@@ -23,71 +23,15 @@ from pixsearch.errors import ConfigError, ModelLoadError, ModelNotFoundError
 from pixsearch.models import Answerer, Captioner, Reranker, Role, create
 from pixsearch.models.blip_loading import SdpaTextAttention, SdpaVisionAttention
 
-VOCAB = (
-    "[PAD] [UNK] [CLS] [SEP] [MASK] [DEC] a the red blue green circle square triangle on white background "
-    "what color is how many shapes are in picture ? of and yes no 1 2 3 small big photo there"
-).split()
 IMAGE_SIZE = 32
 QUERY = "a red circle on a white background"
-
-
-def _tiny_config() -> BlipConfig:
-    text = dict(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        pad_token_id=VOCAB.index("[PAD]"),
-        bos_token_id=VOCAB.index("[DEC]"),
-        sep_token_id=VOCAB.index("[SEP]"),
-        eos_token_id=VOCAB.index("[SEP]"),
-    )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=IMAGE_SIZE,
-        patch_size=8,
-    )
-    return BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
-
-
-def _redraw(model: torch.nn.Module, seed: int) -> None:
-    """Re-draw every parameter so that no bias is zero and activations stay around 1 (HF init is near-degenerate)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if param.ndim >= 2:
-                param.copy_(noise / param[0].numel() ** 0.5)
-            elif "LayerNorm" in name or "layer_norm" in name:
-                param.copy_(1 + 0.2 * noise)
-            else:
-                param.copy_(0.1 * noise)
-
-
-def _save(model_class: type, directory: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    model = model_class(_tiny_config())
-    _redraw(model, seed)
-    model.save_pretrained(directory)
-    vocab_file = directory / "vocab.txt"
-    vocab_file.write_text("\n".join(VOCAB) + "\n")
-    BertTokenizer(vocab=str(vocab_file), bos_token="[DEC]").save_pretrained(directory)
-    BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="session")
 def blip_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("blip")
     return {
-        "itm": _save(BlipForImageTextRetrieval, root / "itm", 0),
-        "caption": _save(BlipForConditionalGeneration, root / "caption", 1),
-        "vqa": _save(BlipForQuestionAnswering, root / "vqa", 2),
+        kind: save_tiny_blip(root / kind, kind, seed, IMAGE_SIZE) for seed, kind in enumerate(("itm", "caption", "vqa"))
     }
 
 
