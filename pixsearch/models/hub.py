@@ -16,10 +16,19 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+# Published on ModelScope, not the Hugging Face hub: pixsearch reads their folders, it does not fetch them.
+MODELSCOPE_BACKENDS = frozenset({"mplug", "mplug-itm", "mplug-vqa", "mplug-caption", "ofa-ve"})
+
+
 def how_to_supply(spec: ModelSpec) -> str:
+    if spec.backend in MODELSCOPE_BACKENDS:
+        return (
+            "download the ModelScope model on a machine with network "
+            f"(`modelscope download --model ID --local_dir DIR`), copy DIR here and pass '{spec.backend}:DIR'"
+        )
     return (
-        f"download it on a machine with network (e.g. `hf download {spec.source} --local-dir DIR`), "
-        f"copy DIR here and pass '{spec.backend}:DIR' instead"
+        f"download it on a machine with network (`hf download HUB_ID --local-dir DIR`), "
+        f"copy DIR here and pass '{spec.backend}:DIR'"
     )
 
 
@@ -47,6 +56,8 @@ def resolve_source(spec: ModelSpec, required: tuple[str, ...] = ()) -> Path:
     # hub ids are "name" or "org/name"; anything else can only have meant a directory
     if spec.source.startswith(("/", ".", "~")) or spec.source.count("/") > 1:
         raise ModelNotFoundError(f"model {spec}: no directory at {path}; {how_to_supply(spec)}")
+    if spec.backend in MODELSCOPE_BACKENDS:
+        raise ModelNotFoundError(f"model {spec}: {spec.source} is a ModelScope id, not a folder; {how_to_supply(spec)}")
     return _from_hub(spec)
 
 
@@ -58,12 +69,14 @@ def _from_hub(spec: ModelSpec) -> Path:
     except Exception as cached_error:  # noqa: BLE001 - any cache miss means: try the hub
         if _offline():
             raise ModelNotFoundError(
-                f"model {spec}: not in the local cache and HF_HUB_OFFLINE is set; {how_to_supply(spec)}"
+                f"model {spec}: not in the local cache and HF_HUB_OFFLINE is set; "
+                f"{how_to_supply(spec).replace('HUB_ID', spec.source)}"
             ) from cached_error
     try:
         log.info("fetching %s from the hub", spec.source)
         return Path(snapshot_download(spec.source, etag_timeout=5))
     except Exception as error:  # noqa: BLE001 - network, auth and 404 all end the same way
         raise ModelNotFoundError(
-            f"model {spec}: could not be fetched from the hub ({type(error).__name__}); {how_to_supply(spec)}"
+            f"model {spec}: could not be fetched from the hub ({type(error).__name__}); "
+            f"{how_to_supply(spec).replace('HUB_ID', spec.source)}"
         ) from error

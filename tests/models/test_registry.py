@@ -57,3 +57,9 @@ def test_missing_hub_model_fails_fast_offline(monkeypatch: pytest.MonkeyPatch, t
 def test_directory_missing_required_file(tmp_path) -> None:
     with pytest.raises(ModelNotFoundError, match="config.json"):
         resolve_source(ModelSpec.parse(f"clip:{tmp_path}"), required=("config.json",))
+
+
+def test_modelscope_ids_point_to_modelscope() -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve_source(ModelSpec.parse("mplug-vqa:damo/mplug_visual-question-answering_coco_large_en"))
+    assert "modelscope download" in str(info.value) and "mplug-vqa:DIR" in str(info.value)
