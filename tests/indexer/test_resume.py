@@ -31,16 +31,16 @@ def _vectors(db: Path) -> int:
 
 def test_kill_mid_run_then_resume(tmp_path: Path, clip_spec: str) -> None:
     folder = tmp_path / "photos"
-    total = 240
+    total = 600  # enough batches of 2 that the kill always lands mid-run, even on a fast machine
     write_folder(folder, total)
     library = tmp_path / "library"
-    command = [sys.executable, "-m", "pixsearch.cli", "index", str(folder), "--model", clip_spec, "--batch-size", "4"]
+    command = [sys.executable, "-m", "pixsearch.cli", "index", str(folder), "--model", clip_spec, "--batch-size", "2"]
     process = subprocess.Popen(command, env=_env(library), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while _vectors(library / "pixsearch.db") < 12:
         assert process.poll() is None, process.stderr.read().decode()
         assert time.monotonic() < deadline, "indexing never got going"
-        time.sleep(0.05)
+        time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     done_before = _vectors(library / "pixsearch.db")
