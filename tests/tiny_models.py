@@ -251,3 +251,65 @@ def save_tiny_sentence_transformer(directory: Path, out_dim: int = 16, seed: int
     )
     torch.save({"linear.weight": torch.randn(out_dim, 32) / 32**0.5}, directory / "2_Dense" / "pytorch_model.bin")
     return directory
+
+
+OFA_CORPUS = [
+    "a red circle on a white background",
+    "a blue square next to a green triangle",
+    "there are two birds in the sky",
+    "the dog is not sleeping",
+    ' does the image describe " a photo of a cat "?',
+]
+
+
+def save_tiny_ofa(directory: Path, seed: int = 0) -> Path:
+    """A tiny random OFA visual-entailment directory in ModelScope's layout (BPE vocab, configs, weights)."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    from pixsearch.models.ofa.config import OfaConfig
+    from pixsearch.models.ofa.modeling import OfaModel
+    from pixsearch.models.ofa.tokenizer import NUM_BINS, NUM_CODES
+
+    directory.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        OFA_CORPUS * 3, vocab_size=300, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        show_progress=False,
+    )  # fmt: skip
+    bpe.save_model(str(directory))
+    vocab = json.loads((directory / "vocab.json").read_text())
+    vocab["<mask>"] = len(vocab)  # BART keeps <mask> last
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    config = {
+        "vocab_size": len(vocab) + NUM_CODES + NUM_BINS,
+        "d_model": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 48,
+        "resnet_type": "resnet18",
+        "token_bucket_size": 8,
+        "image_bucket_size": 4,
+        "max_position_embeddings": 64,
+        "code_image_size": 32,
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    task = {
+        "task": "visual-entailment",
+        "model": {
+            "type": "ofa",
+            "beam_search": {"beam_size": 3, "max_len_b": 16, "min_len": 1, "no_repeat_ngram_size": 3},
+            "max_src_length": 24,
+            "prompt_type": "prev_output",
+            "gen_type": "traverse",
+            "patch_image_size": 32,
+            "answer2label": "answer2label.json",
+        },
+    }
+    (directory / "configuration.json").write_text(json.dumps(task))
+    (directory / "answer2label.json").write_text(json.dumps({"no": 0, "yes": 1, "maybe": 2}))
+    torch.manual_seed(seed)
+    torch.save(OfaModel(OfaConfig.from_dict(config)).state_dict(), directory / "pytorch_model.bin")
+    return directory

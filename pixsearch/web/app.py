@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 
-DESCRIPTION = """Search your photos by words or by a photo; captions and questions on each result.
+DESCRIPTION = """Search your photos by words or by a photo; captions, tags, questions and statement checks on each result.
 
-Reading is open. Changes to the library (setting or regenerating a caption) need the server's API key
+Reading is open. Changes to the library (setting or regenerating a caption, adding, confirming or
+removing a tag) need the server's API key
 in an `X-API-Key` header. Every error is `{"detail": "<one-line reason>"}` with a 4xx status
 (503 when a model cannot be loaded or is busy).
 
@@ -48,7 +49,7 @@ def create_app(
         settings: library, database, device and pixel limit.
         options: web options (models per role, API key, limits); defaults to `WebOptions()`.
         rerank_hook: `(query, hits) -> hits` reordering a page of hits; `rerank=true` is ignored without it.
-        tags_hook: `image_id -> [(tag, score)]` shown on the result page; no tags without it.
+        tags_hook: `image_id -> [(tag, score)]` shown instead of the library's stored tags (read-only).
 
     Raises:
         ConfigError: a setting or option is invalid. LibraryError: the library cannot be opened.
@@ -80,7 +81,10 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=options.max_upload_bytes * 4 // 3 + 1_000_000)
     if options.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(options.cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
+            CORSMiddleware,
+            allow_origins=list(options.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
         )
     handlers.install(app)
     for module in (health, search, images, knn, pages):

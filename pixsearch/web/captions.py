@@ -1,32 +1,30 @@
-"""Captions, kept in `<library>/captions.json`, keyed by the image's content hash.
+"""Captions of the result pages, kept in the library's SQL captions table through
+`pixsearch.storage.annotations` (so they are part of the keyword index and searchable).
 
-Why a JSON file and not a table: a caption is made on the first view of a result page, so the
-store holds the photos people looked at (hundreds, thousands), written at human pace, read by one
-server process. A dict in memory, rewritten whole to a temp file and renamed over the old one under
-a lock, is enough and needs no schema change. Keying by content hash means a moved or re-indexed
-file keeps its caption, and a reused image id can never show another photo's caption. Bulk
-captioning of a whole library or several server processes would want a SQL table instead
-(see the web package's notes in the project report).
+A person's caption is stored under the spec 'person' and always shown; a model's caption under its
+captioner spec, shown while that captioner is the configured one and the photo's bytes are those it
+described. Earlier versions kept captions in `<library>/captions.json` (keyed by content hash);
+`import_legacy_json` moves such a file into the table once and renames it `captions.json.imported`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-import threading
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
-from pixsearch.errors import LibraryError
+from sqlalchemy import select
+
+from pixsearch.storage import Library
+from pixsearch.storage.annotations import PERSON, caption_of, set_caption
+from pixsearch.storage.schema import CaptionRow, ImageRow
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 MODEL = "model"
 USER = "user"
+LEGACY_FILE = "captions.json"
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class Caption:
     text: str
     source: str  # MODEL or USER
     model: str | None  # the captioner spec, for MODEL captions
-    created_at: str  # ISO 8601, UTC
+    created_at: str  # ISO 8601
 
     def is_current(self, captioner: str | None) -> bool:
         """A user's caption always stands; a model's only while that model is the configured one."""
@@ -42,57 +40,68 @@ class Caption:
 
 
 class CaptionStore:
-    """Thread-safe; every `put` is on disk (fsync + rename) before it returns."""
+    """Reads and writes captions of one library; safe to use from several threads (one session each)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._captions = self._read()
+    def __init__(self, library: Library) -> None:
+        self.library = library
 
-    def _read(self) -> dict[str, Caption]:
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as error:
-            # the file is a cache of model output plus user edits; refuse to silently overwrite edits
-            raise LibraryError(f"caption file {self.path} is unreadable ({error}); fix or remove it") from None
-        if not isinstance(raw, dict) or raw.get("version") != FORMAT_VERSION:
-            raise LibraryError(f"caption file {self.path} is not a version {FORMAT_VERSION} caption file")
-        captions: dict[str, Caption] = {}
-        for key, value in raw.get("captions", {}).items():
-            try:
-                captions[key] = Caption(**value)
-            except TypeError:
-                log.warning("caption file %s: entry %s is malformed; ignored", self.path, key)
-        return captions
+    def get(self, row: ImageRow, captioner: str | None) -> Caption | None:
+        """The person's caption of the photo, else `captioner`'s if it describes the current bytes."""
+        with self.library.session() as session:
+            for spec, source in ((PERSON, USER), (captioner, MODEL)):
+                if spec is None:
+                    continue
+                text = caption_of(session, row.id, spec)
+                if text is not None:
+                    return Caption(text, source, None if source == USER else spec, _created(session, row.id, spec))
+        return None
 
-    def get(self, content_hash: str) -> Caption | None:
-        with self._lock:
-            return self._captions.get(content_hash)
+    def put(self, row: ImageRow, text: str, source: str, model: str | None) -> Caption:
+        """Store a caption (a person's when `source` is USER, else `model`'s) and return it."""
+        spec = PERSON if source == USER else model
+        if spec is None:
+            raise ValueError("a model caption needs the captioner spec")
+        with self.library.session() as session:
+            set_caption(session, row.id, spec, text)
+            session.flush()
+            return Caption(text, source, None if source == USER else spec, _created(session, row.id, spec))
 
-    def put(self, content_hash: str, text: str, source: str, model: str | None) -> Caption:
-        caption = Caption(text, source, model, datetime.now(UTC).isoformat(timespec="seconds"))
-        with self._lock:
-            updated = dict(self._captions)
-            updated[content_hash] = caption
-            self._write(updated)
-            self._captions = updated
-        return caption
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._captions)
+def _created(session, image_id: int, spec: str) -> str:  # type: ignore[no-untyped-def]
+    created = session.execute(
+        select(CaptionRow.created_at).where(CaptionRow.image_id == image_id, CaptionRow.spec == spec)
+    ).scalar_one()
+    return created.isoformat(timespec="seconds")
 
-    def _write(self, captions: dict[str, Caption]) -> None:
-        payload = {"version": FORMAT_VERSION, "captions": {key: asdict(value) for key, value in captions.items()}}
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(payload, handle, ensure_ascii=False, indent=0)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+def import_legacy_json(library: Library) -> int:
+    """Move the captions of an old `captions.json` into the table; returns how many were stored.
+
+    A file that cannot be read is left in place (and logged): it may hold captions people wrote.
+    """
+    path = library.root / LEGACY_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        entries = raw["captions"] if isinstance(raw, dict) and raw.get("version") == 1 else None
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, KeyError) as error:
+        log.warning("old caption file %s is unreadable (%s); left as it is", path, error)
+        return 0
+    if not isinstance(entries, dict):
+        log.warning("old caption file %s is not a version 1 caption file; left as it is", path)
+        return 0
+    stored = 0
+    with library.session() as session:
+        for content_hash, entry in entries.items():
+            if not isinstance(entry, dict) or not entry.get("text"):
+                continue
+            spec = PERSON if entry.get("source") == USER else entry.get("model")
+            if not spec:
+                continue
+            for image_id in session.execute(select(ImageRow.id).where(ImageRow.content_hash == content_hash)).scalars():
+                set_caption(session, image_id, spec, str(entry["text"]))
+                stored += 1
+    path.rename(Path(str(path) + ".imported"))
+    log.info("moved %d captions from %s into the library database", stored, path)
+    return stored

@@ -21,8 +21,9 @@ from pixsearch.models.spec import ModelOptions
 from pixsearch.search import ImageHit, SearchService
 from pixsearch.settings import Settings
 from pixsearch.storage import Library
+from pixsearch.storage.annotations import SUGGESTED, Tag, tags_of
 from pixsearch.storage.schema import ImageRow
-from pixsearch.web.captions import Caption, CaptionStore
+from pixsearch.web.captions import Caption, CaptionStore, import_legacy_json
 from pixsearch.web.models import ModelPool
 from pixsearch.web.options import WebOptions
 from pixsearch.web.thumbnails import ThumbnailCache
@@ -85,8 +86,10 @@ class WebContext:
             model_options,
             workers=options.model_workers,
             max_pending=options.max_pending_model_jobs,
+            entailer=options.entailer,
         )
-        self.captions = CaptionStore(self.library.root / "captions.json")
+        import_legacy_json(self.library)
+        self.captions = CaptionStore(self.library)
         self.thumbnails = ThumbnailCache(self.library.root / "thumbs", settings.max_pixels)
         self.query_vectors = QueryVectors()
 
@@ -120,12 +123,15 @@ class WebContext:
         return self.thumbnails.get(row.path, row.content_hash, size)
 
     def caption(self, row: ImageRow) -> Caption | None:
-        """The stored caption of `row`, if it is current for the configured captioner."""
-        caption = self.captions.get(row.content_hash)
-        return caption if caption is not None and caption.is_current(self.options.captioner) else None
+        """The stored caption of `row`: a person's, else the configured captioner's for its current bytes."""
+        return self.captions.get(row, self.options.captioner)
 
-    def tags(self, image_id: int) -> list[tuple[str, float]]:
-        return [] if self.tags_hook is None else [(str(t), float(s)) for t, s in self.tags_hook(image_id)]
+    def tags(self, image_id: int) -> list[Tag]:
+        """The photo's visible tags: from `tags_hook` when the app was given one, else from the library."""
+        if self.tags_hook is not None:
+            return [Tag(str(t), "hook", float(s), SUGGESTED) for t, s in self.tags_hook(image_id)]
+        with self.library.session() as session:
+            return tags_of(session, image_id)
 
     def close(self) -> None:
         self.models.close()

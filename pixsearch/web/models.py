@@ -1,4 +1,4 @@
-"""The result page's models (Captioner, Answerer): built on first use, run in a bounded worker pool.
+"""The result page's models (Captioner, Answerer, Entailer): built on first use, run in a bounded worker pool.
 
 Generation takes from tens of milliseconds (tiny models) to seconds (BLIP-base on a CPU). It runs
 in its own small ThreadPoolExecutor, never on the event loop and never in the thread pool that
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from pixsearch.models import registry
-from pixsearch.models.roles import Answerer, Captioner, Role
+from pixsearch.models.roles import Answerer, Captioner, Entailer, Role
 from pixsearch.models.spec import ModelOptions
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,11 @@ class ModelPool:
         options: ModelOptions,
         workers: int = 1,
         max_pending: int = 8,
+        entailer: str | None = None,
     ) -> None:
         self._captioner = _Lazy(captioner, Role.CAPTIONER, options)
         self._answerer = _Lazy(answerer, Role.ANSWERER, options)
+        self._entailer = _Lazy(entailer, Role.ENTAILER, options)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pixsearch-model")
         self._slots = threading.BoundedSemaphore(max_pending)
 
@@ -83,6 +85,10 @@ class ModelPool:
     @property
     def answerer_spec(self) -> str | None:
         return self._answerer.spec
+
+    @property
+    def entailer_spec(self) -> str | None:
+        return self._entailer.spec
 
     async def caption(self, load: Callable[[], Image.Image]) -> str:
         """Caption the image `load()` returns (called in the worker, so file reading is off the loop too).
@@ -109,9 +115,20 @@ class ModelPool:
 
         return await self._run(job)
 
+    async def entail(self, load: Callable[[], Image.Image], statement: str) -> dict[str, float]:
+        """Probabilities that the photo entails, is neutral to, or contradicts `statement`."""
+        if self._entailer.spec is None:
+            raise RoleNotConfigured("no entailer (statement checker) is configured on this server")
+
+        def job() -> dict[str, float]:
+            model: Entailer = self._entailer.get()
+            return model.judge(load(), statement)
+
+        return await self._run(job)
+
     async def _run(self, job: Callable[[], T]) -> T:
         if not self._slots.acquire(blocking=False):
-            raise ModelsBusy("the caption and question models are busy; try again in a moment")
+            raise ModelsBusy("the caption, question and statement models are busy; try again in a moment")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, job)
         finally:
@@ -121,3 +138,4 @@ class ModelPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._captioner.close()
         self._answerer.close()
+        self._entailer.close()

@@ -19,7 +19,7 @@ _ENV_PREFIX = "PIXSEARCH_"
 
 @dataclass(frozen=True)
 class WebOptions:
-    """Options of `pixsearch serve`; read with `from_env` (PIXSEARCH_CAPTIONER, PIXSEARCH_API_KEY, ...).
+    """Options of `pixsearch serve`; read with `from_env` (PIXSEARCH_CAPTIONER, PIXSEARCH_ENTAILER, PIXSEARCH_API_KEY, ...).
 
     A role whose spec is None hides its box on the pages and answers 404 in the API.
     `api_key` None disables every request that changes the library.
@@ -28,6 +28,7 @@ class WebOptions:
 
     captioner: str | None = None
     answerer: str | None = None
+    entailer: str | None = None  # checks statements about a photo (ofa-ve:...)
     reranker: str | None = None
     api_key: str | None = None
     allow_image_url: bool = False
@@ -61,7 +62,12 @@ class WebOptions:
 
     def check(self) -> None:
         """Raises ConfigError naming the bad value; model specs are checked without loading anything."""
-        for name, role in (("captioner", Role.CAPTIONER), ("answerer", Role.ANSWERER), ("reranker", Role.RERANKER)):
+        for name, role in (
+            ("captioner", Role.CAPTIONER),
+            ("answerer", Role.ANSWERER),
+            ("entailer", Role.ENTAILER),
+            ("reranker", Role.RERANKER),
+        ):
             spec = getattr(self, name)
             if spec is not None:
                 _check_spec(name, spec, role)

@@ -10,6 +10,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pixsearch.search import ImageHit
+from pixsearch.storage.annotations import MAX_TAG_LENGTH, Tag
 from pixsearch.storage.schema import ImageRow
 from pixsearch.web.captions import Caption
 
@@ -97,7 +98,53 @@ class AskPublic(BaseModel):
 
 class TagPublic(BaseModel):
     tag: str
-    score: float
+    score: float | None = Field(None, description="the model's confidence; none for a person's tag")
+    source: str = Field(description="who made it: a model spec (zero-shot:..., imagenet:...), 'ocr', 'xmp', 'person'")
+    state: Literal["suggested", "confirmed"] = Field(
+        description="suggested by a model, or confirmed by a person (never overwritten by a model)"
+    )
+
+
+class TagsPublic(BaseModel):
+    image_id: int
+    tags: list[TagPublic]
+
+
+class TagCreate(BaseModel):
+    """A person's edit: `add` a new tag or `confirm` a model's suggestion (both make it confirmed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=MAX_TAG_LENGTH)
+    action: Literal["add", "confirm"] = "add"
+
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("tag name must not be blank")
+        return value
+
+
+class EntailCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    statement: str = Field(min_length=1, max_length=300)
+
+    @field_validator("statement")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("statement must not be blank")
+        return value.strip()
+
+
+class EntailPublic(BaseModel):
+    image_id: int
+    statement: str
+    entailment: float = Field(description="probability that the photo shows the statement is true")
+    neutral: float = Field(description="probability that the photo cannot tell")
+    contradiction: float = Field(description="probability that the photo shows it is false")
+    label: Literal["entailment", "neutral", "contradiction"]
+    model: str
 
 
 class ImagePublic(BaseModel):
@@ -125,6 +172,7 @@ class HealthPublic(BaseModel):
     model: str | None
     captioner: str | None
     answerer: str | None
+    entailer: str | None
     reranker: str | None
     rerank_available: bool
     writes_enabled: bool
@@ -194,11 +242,16 @@ def caption_public(image_id: int, caption: Caption, generated: bool = False) -> 
     )
 
 
+def tag_public(tag: Tag) -> TagPublic:
+    score = None if tag.score is None else round(float(tag.score), 6)
+    return TagPublic(tag=tag.name, score=score, source=tag.source, state=tag.state)  # type: ignore[arg-type]
+
+
 def image_public(
     row: ImageRow,
     request: Request,
     caption: Caption | None,
-    tags: list[tuple[str, float]],
+    tags: list[Tag],
     neighbours: list[ImageHit],
 ) -> ImagePublic:
     thumbnail = request.url_for("image_thumbnail", image_id=row.id)
@@ -213,7 +266,7 @@ def image_public(
         camera=row.camera,
         indexed_at=row.indexed_at,
         caption=caption_public(row.id, caption) if caption else None,
-        tags=[TagPublic(tag=tag, score=round(score, 6)) for tag, score in tags],
+        tags=[tag_public(tag) for tag in tags],
         thumbnail_url=str(thumbnail.path),
         preview_url=f"{thumbnail.path}?size=large",
         page_url=str(request.url_for("result_page", image_id=row.id).path),

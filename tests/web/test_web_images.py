@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 import shutil
 
 import pytest
 from PIL import Image
+
+from pixsearch.storage import Library
+from pixsearch.storage.annotations import caption_of
 
 KEY = "correct-horse-battery"
 
@@ -27,7 +29,10 @@ def test_image_facts_and_neighbours(client, image_ids, photos) -> None:
 def test_tags_come_from_the_hook(make_client, image_ids) -> None:
     client = make_client(tags_hook=lambda image_id: [("circle", 0.9), ("red", 0.5)])
     tags = client.get(f"/api/images/{image_ids['img_0001.png']}").json()["tags"]
-    assert tags == [{"tag": "circle", "score": 0.9}, {"tag": "red", "score": 0.5}]
+    assert tags == [
+        {"tag": "circle", "score": 0.9, "source": "hook", "state": "suggested"},
+        {"tag": "red", "score": 0.5, "source": "hook", "state": "suggested"},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -127,8 +132,13 @@ def test_caption_is_generated_once_then_stored(make_client, fresh_library, image
     again = client.post(f"/api/images/{image_id}/caption", json={}).json()
     assert again["generated"] is False and again["caption"] == body["caption"]
     assert client.get(f"/api/images/{image_id}").json()["caption"]["caption"] == body["caption"]
-    stored = json.loads((fresh_library / "captions.json").read_text())
-    assert [entry["text"] for entry in stored["captions"].values()] == [body["caption"]]
+    # stored in the library's captions table, so the keyword index finds it
+    library = Library.open(fresh_library)
+    with library.session() as session:
+        assert caption_of(session, image_id, caption_spec) == body["caption"]
+        assert caption_of(session, image_id, "person") is None
+    library.close()
+    assert not (fresh_library / "captions.json").exists()
     # a new server over the same library finds it without generating
     reopened = make_client(library=fresh_library, captioner=caption_spec)
     assert reopened.post(f"/api/images/{image_id}/caption").json()["generated"] is False

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
-from pixsearch.errors import ConfigError, LibraryError, UnknownBackendError
+from pixsearch.errors import ConfigError, UnknownBackendError
 from pixsearch.settings import Settings
+from pixsearch.storage import Library, keywords
+from pixsearch.storage.schema import ImageRow
 from pixsearch.web import WebOptions, create_app
-from pixsearch.web.captions import MODEL, USER, CaptionStore
+from pixsearch.web.captions import MODEL, USER, CaptionStore, import_legacy_json
 from pixsearch.web.models import ModelPool, ModelsBusy, RoleNotConfigured
 from pixsearch.web.options import DEFAULT_MAX_UPLOAD
 from pixsearch.web.server import _is_loopback, make_server
@@ -67,25 +71,54 @@ def test_create_app_checks_everything_first(tmp_path: Path) -> None:
     assert not (tmp_path / "lib").exists()  # nothing was created before the checks passed
 
 
-def test_caption_store_persists_and_reloads(tmp_path: Path) -> None:
-    path = tmp_path / "captions.json"
-    store = CaptionStore(path)
-    assert store.get("ab" * 16) is None and not path.exists()
-    made = store.put("ab" * 16, "a dog", MODEL, "blip-caption:x")
-    store.put("cd" * 16, "my cat", USER, None)
-    again = CaptionStore(path)
-    assert again.get("ab" * 16) == made and len(again) == 2
+def _one_image_library(root: Path) -> Library:
+    library = Library.open(root)
+    with library.session() as session:
+        session.add(ImageRow(path="/p/a.jpg", content_hash="ab" * 16, size=1, mtime=0, width=1, height=1,
+                             indexed_at=datetime.now()))  # fmt: skip
+    return library
+
+
+def test_caption_store_keeps_captions_in_the_database(tmp_path: Path) -> None:
+    library = _one_image_library(tmp_path / "lib")
+    row = SimpleNamespace(id=1)
+    store = CaptionStore(library)
+    assert store.get(row, "blip-caption:x") is None
+    made = store.put(row, "a dog", MODEL, "blip-caption:x")
     assert made.is_current("blip-caption:x") and not made.is_current("blip-caption:y") and not made.is_current(None)
-    assert again.get("cd" * 16).is_current(None)
-    assert list(tmp_path.iterdir()) == [path]  # no temp files left behind
+    again = CaptionStore(library)
+    assert again.get(row, "blip-caption:x") == made and again.get(row, "blip-caption:y") is None
+    mine = store.put(row, "my dog", USER, None)
+    assert mine.source == USER and mine.is_current(None)
+    assert again.get(row, "blip-caption:x") == mine and again.get(row, None) == mine  # a person's caption wins
+    with library.session() as session:  # and the keyword index finds it
+        assert keywords.search(session, keywords.KeywordQuery(include=("dog",)), 5) != []
+    assert list((tmp_path / "lib").glob("captions*")) == []
+
+
+def test_an_old_caption_file_moves_into_the_database(tmp_path: Path) -> None:
+    library = _one_image_library(tmp_path / "lib")
+    old = {
+        "version": 1,
+        "captions": {
+            "ab" * 16: {"text": "by hand", "source": USER, "model": None, "created_at": "2024-01-01T00:00:00+00:00"},
+            "cd" * 16: {"text": "no such image", "source": MODEL, "model": "m:x", "created_at": "2024-01-01"},
+        },
+    }
+    (tmp_path / "lib" / "captions.json").write_text(json.dumps(old))
+    assert import_legacy_json(library) == 1
+    assert CaptionStore(library).get(SimpleNamespace(id=1), None).text == "by hand"
+    assert (tmp_path / "lib" / "captions.json.imported").exists() and not (tmp_path / "lib" / "captions.json").exists()
+    assert import_legacy_json(library) == 0  # once only
 
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"version": 99, "captions": {}}), "[]"])
-def test_caption_store_refuses_a_broken_file(tmp_path: Path, content: str) -> None:
-    path = tmp_path / "captions.json"
+def test_a_broken_old_caption_file_is_left_alone(tmp_path: Path, content: str) -> None:
+    library = _one_image_library(tmp_path / "lib")
+    path = tmp_path / "lib" / "captions.json"
     path.write_text(content)
-    with pytest.raises(LibraryError, match="caption file"):
-        CaptionStore(path)
+    assert import_legacy_json(library) == 0
+    assert path.read_text() == content
 
 
 class _SlowCaptioner:

@@ -26,6 +26,7 @@ def health(context: ContextDep) -> HealthPublic:
         model=model.spec if model else None,
         captioner=options.captioner,
         answerer=options.answerer,
+        entailer=options.entailer,
         reranker=options.reranker or context.settings.reranker,
         rerank_available=context.rerank_hook is not None,
         writes_enabled=options.writes_enabled,

@@ -1,4 +1,4 @@
-"""One photo: its facts, thumbnails, original file, caption, and questions about it.
+"""One photo: its facts, thumbnails, original file, caption, tags, questions and statements about it.
 
 Files are found only through the image's library row (by id), never from a path in the URL.
 """
@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from pixsearch.errors import EmptyIndexError, NotFoundError
 from pixsearch.search import ImageHit
+from pixsearch.storage.annotations import CONFIRMED, MAX_TAG_LENGTH, REJECTED, set_tag_state
 from pixsearch.storage.schema import ImageRow
 from pixsearch.web.captions import MODEL, USER, Caption
 from pixsearch.web.context import WebContext
@@ -26,10 +28,15 @@ from pixsearch.web.schemas import (
     AskPublic,
     CaptionCreate,
     CaptionPublic,
+    EntailCreate,
+    EntailPublic,
     ErrorPublic,
     ImagePublic,
+    TagCreate,
+    TagsPublic,
     caption_public,
     image_public,
+    tag_public,
 )
 
 router = APIRouter(prefix="/api/images", tags=["images"])
@@ -38,6 +45,11 @@ NOT_FOUND = {404: {"model": ErrorPublic, "description": "no such image, or its f
 MODEL_ERRORS = {
     **NOT_FOUND,
     503: {"model": ErrorPublic, "description": "the model cannot be loaded, or is busy"},
+}
+WRITE_ERRORS = {
+    **NOT_FOUND,
+    401: {"model": ErrorPublic, "description": "the change needs the API key"},
+    403: {"model": ErrorPublic, "description": "changes are off on this server"},
 }
 # formats a browser shows as a picture; anything else is sent as a download, never rendered
 _INLINE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/avif"}
@@ -103,7 +115,7 @@ def image_file(row: ImageRowDep) -> FileResponse:
 
 async def _generate_caption(context: WebContext, row: ImageRow) -> Caption:
     text = await context.models.caption(lambda: context.read_image(row))
-    return await run_in_threadpool(context.captions.put, row.content_hash, text, MODEL, context.options.captioner)
+    return await run_in_threadpool(context.captions.put, row, text, MODEL, context.options.captioner)
 
 
 @router.post(
@@ -129,7 +141,7 @@ async def image_caption(
     if body.caption is not None or body.regenerate:
         check_write(context, key)
     if body.caption is not None:
-        caption = await run_in_threadpool(context.captions.put, row.content_hash, body.caption, USER, None)
+        caption = await run_in_threadpool(context.captions.put, row, body.caption, USER, None)
         return caption_public(row.id, caption)
     stored = None if body.regenerate else context.caption(row)
     if stored is not None:
@@ -147,3 +159,54 @@ async def image_ask(context: ContextDep, row: ImageRowDep, body: AskCreate) -> A
         answers=[AnswerPublic(answer=text, probability=float(prob)) for text, prob in answers],
         model=context.options.answerer or "",
     )
+
+
+@router.post("/{image_id}/entail", response_model=EntailPublic, responses=MODEL_ERRORS)
+async def image_entail(context: ContextDep, row: ImageRowDep, body: EntailCreate) -> EntailPublic:
+    """Check a statement against the photo: probabilities that the photo entails it, says nothing
+    about it (neutral), or contradicts it."""
+    verdict = await context.models.entail(lambda: context.read_image(row), body.statement)
+    probs = {name: float(verdict.get(name, 0.0)) for name in ("entailment", "neutral", "contradiction")}
+    return EntailPublic(
+        image_id=row.id,
+        statement=body.statement,
+        label=max(probs, key=probs.__getitem__),  # type: ignore[arg-type]
+        model=context.options.entailer or "",
+        **probs,
+    )
+
+
+# -- tags -----------------------------------------------------------------------------------------
+def _tags(context: WebContext, image_id: int) -> TagsPublic:
+    return TagsPublic(image_id=image_id, tags=[tag_public(tag) for tag in context.tags(image_id)])
+
+
+def _set_tag(context: WebContext, image_id: int, name: str, state: str) -> TagsPublic:
+    with context.library.session() as session:
+        set_tag_state(session, image_id, name, state)
+    return _tags(context, image_id)
+
+
+@router.get("/{image_id}/tags", response_model=TagsPublic, responses=NOT_FOUND)
+def image_tags(context: ContextDep, row: ImageRowDep) -> TagsPublic:
+    """The photo's tags: confirmed ones first, then a model's suggestions by score."""
+    return _tags(context, row.id)
+
+
+@router.post("/{image_id}/tags", response_model=TagsPublic, responses=WRITE_ERRORS)
+def add_image_tag(context: ContextDep, row: ImageRowDep, key: ApiKeyDep, body: TagCreate) -> TagsPublic:
+    """Add a tag, or confirm a model's suggestion; either way a model never overwrites it. Needs the API key."""
+    check_write(context, key)
+    return _set_tag(context, row.id, body.name, CONFIRMED)
+
+
+@router.delete("/{image_id}/tags/{name}", response_model=TagsPublic, responses=WRITE_ERRORS)
+def remove_image_tag(
+    context: ContextDep,
+    row: ImageRowDep,
+    key: ApiKeyDep,
+    name: Annotated[str, PathParam(min_length=1, max_length=MAX_TAG_LENGTH)],
+) -> TagsPublic:
+    """Remove a tag: it is hidden, and no model adds it again. Needs the API key."""
+    check_write(context, key)
+    return _set_tag(context, row.id, name, REJECTED)

@@ -1,4 +1,5 @@
-// Light progressive enhancement: drag-and-drop on the search page, caption and questions on a result page.
+// Light progressive enhancement: drag-and-drop on the search page; caption, questions, statements and tag
+// editing on a result page.
 "use strict";
 
 function setupDrop() {
@@ -26,11 +27,11 @@ function setupDrop() {
   input.addEventListener("change", submit);
 }
 
-async function postJson(url, body) {
+async function postJson(url, body, method = "POST", extraHeaders = {}) {
   const response = await fetch(url, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", "Accept": "application/json" },
-    body: JSON.stringify(body),
+    method: method,
+    headers: Object.assign({ "Content-Type": "application/json", "Accept": "application/json" }, extraHeaders),
+    body: body === null ? undefined : JSON.stringify(body),
   });
   let data = null;
   try { data = await response.json(); } catch (_) { /* not JSON */ }
@@ -95,8 +96,122 @@ function setupAsk() {
   });
 }
 
+function probabilityText(p) {
+  return p >= 0.001 ? (p * 100).toFixed(1) + "%" : "<0.1%";
+}
+
+const VERDICTS = [
+  ["entailment", "Yes, it shows this"],
+  ["neutral", "Can't tell"],
+  ["contradiction", "No, it contradicts this"],
+];
+
+function setupEntail() {
+  const form = document.getElementById("entail-form");
+  if (!form) return;
+  const list = document.getElementById("verdict");
+  const failure = document.getElementById("entail-error");
+  const button = document.getElementById("entail-button");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const statement = document.getElementById("statement").value.trim();
+    if (!statement) return;
+    button.disabled = true;
+    failure.hidden = true;
+    list.replaceChildren();
+    try {
+      const data = await postJson(form.dataset.url, { statement: statement });
+      for (const [key, words] of VERDICTS) {
+        const item = document.createElement("li");
+        item.className = "relation " + key + (data.label === key ? " best" : "");
+        item.dataset.relation = key;
+        const text = document.createElement("span");
+        text.className = "text";
+        text.textContent = words;
+        const bar = document.createElement("span");
+        bar.className = "bar";
+        bar.style.width = Math.max(2, Math.round(data[key] * 120)) + "px";
+        const prob = document.createElement("span");
+        prob.className = "prob";
+        prob.textContent = probabilityText(data[key]);
+        item.append(text, bar, prob);
+        list.append(item);
+      }
+    } catch (error) {
+      failure.textContent = error.message;
+      failure.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+const KEY_STORE = "pixsearch-api-key";
+
+function setupTags() {
+  const box = document.getElementById("tag-box");
+  if (!box || box.dataset.editable !== "true") return;
+  const list = document.getElementById("tags");
+  const form = document.getElementById("tag-form");
+  const keyInput = document.getElementById("api-key");
+  const failure = document.getElementById("tag-error");
+  keyInput.value = sessionStorage.getItem(KEY_STORE) || "";
+
+  const send = async (url, body, method) => {
+    failure.hidden = true;
+    const key = keyInput.value.trim();
+    if (key) sessionStorage.setItem(KEY_STORE, key);
+    try {
+      render((await postJson(url, body, method, key ? { "X-API-Key": key } : {})).tags);
+      return true;
+    } catch (error) {
+      failure.textContent = error.message;
+      failure.hidden = false;
+      return false;
+    }
+  };
+  const button = (label, title, onClick) => {
+    const element = document.createElement("button");
+    element.type = "button";
+    element.textContent = label;
+    element.title = title;
+    element.addEventListener("click", onClick);
+    return element;
+  };
+  const render = (tags) => {
+    list.replaceChildren();
+    for (const tag of tags) {
+      const item = document.createElement("li");
+      item.className = "tag " + tag.state;
+      item.dataset.name = tag.tag;
+      item.title = tag.state + " · " + tag.source + (tag.score === null ? "" : " · " + tag.score.toFixed(2));
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = tag.tag;
+      item.append(name);
+      if (tag.state === "suggested") {
+        item.append(button("✓", "confirm", () => send(box.dataset.url, { name: tag.tag, action: "confirm" }, "POST")));
+      }
+      item.append(button("×", "remove", () => send(box.dataset.url + "/" + encodeURIComponent(tag.tag), null, "DELETE")));
+      list.append(item);
+    }
+  };
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const input = document.getElementById("new-tag");
+    const name = input.value.trim();
+    if (name && await send(box.dataset.url, { name: name, action: "add" }, "POST")) input.value = "";
+  });
+  fetch(box.dataset.url, { headers: { "Accept": "application/json" } })
+    .then((response) => response.json())
+    .then((data) => render(data.tags))
+    .catch(() => { /* the server-rendered list stays */ });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setupDrop();
   fillCaption();
   setupAsk();
+  setupEntail();
+  setupTags();
 });
