@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--batch-size", type=int)
     index.add_argument("--workers", type=int, help="decoding processes (default: one per core; 0: none)")
     index.add_argument("--max-pixels", type=int, help="refuse images larger than this (decompression bombs)")
+    index.add_argument("--tag", action="store_true", help="then zero-shot tag new photos (tag --new-only)")
     index.add_argument(
         "--query-model",
         metavar="SPEC",
@@ -119,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="what the library holds")
     _common(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    from pixsearch.tagging.cli import register as register_tag
+
+    register_tag(commands)
     return parser
 
 

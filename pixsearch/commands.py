@@ -82,6 +82,11 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     )
     for failure in report.skipped:
         print(f"  skipped {failure.path}: {failure.reason}")
+    if args.tag:
+        from pixsearch.tagging.cli import print_report
+        from pixsearch.tagging.service import tag_after_index
+
+        print_report(tag_after_index(library, encoder))
     return 0
 
 

@@ -134,3 +134,10 @@ def fresh_library(library_dir: Path, tmp_path: Path) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: drives a real headless Chromium (skips when none is installed)")
+
+
+@pytest.fixture(scope="session")
+def tiny_ofa_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tiny_models import save_tiny_ofa
+
+    return f"ofa-ve:{save_tiny_ofa(tmp_path_factory.mktemp('tiny-ofa') / 'ofa')}"

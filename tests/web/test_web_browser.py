@@ -47,10 +47,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+API_KEY = "browser-test-key"
+
+
 @pytest.fixture
-def server_url(fresh_library: Path, caption_spec: str, vqa_spec: str) -> Iterator[str]:
+def server_url(fresh_library: Path, caption_spec: str, vqa_spec: str, tiny_ofa_spec: str) -> Iterator[str]:
     port = _free_port()
-    options = WebOptions(captioner=caption_spec, answerer=vqa_spec)
+    options = WebOptions(captioner=caption_spec, answerer=vqa_spec, entailer=tiny_ofa_spec, api_key=API_KEY)
     server = make_server(Settings(library=fresh_library), options, port=port, log_level="warning")
     server.config.install_signal_handlers = False  # not the main thread
     thread = threading.Thread(target=server.run, daemon=True)
@@ -139,3 +142,33 @@ def test_search_then_ask_a_question(browser, server_url: str, tmp_path: Path) ->
     assert answers[0].find_element(By.CLASS_NAME, "prob").text.endswith("%")
     wait.until(lambda d: d.execute_script("return document.getElementById('preview').naturalWidth > 0"))
     _save(driver, "result-page.png", tmp_path)
+
+
+def test_check_a_statement_and_edit_tags(browser, server_url: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    wait = WebDriverWait(driver, 60)
+    driver.get(server_url + "/images/2")
+    wait.until(ready.presence_of_element_located((By.ID, "photo")))
+
+    # the statement box: three relations with probabilities, the most likely one marked
+    driver.find_element(By.ID, "statement").send_keys("there is a red circle")
+    driver.find_element(By.ID, "entail-button").click()
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#verdict li.relation")))
+    rows = driver.find_elements(By.CSS_SELECTOR, "#verdict li.relation")
+    assert [row.get_attribute("data-relation") for row in rows] == ["entailment", "neutral", "contradiction"]
+    assert all(row.find_element(By.CLASS_NAME, "prob").text.endswith("%") for row in rows)
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#verdict li.best")) == 1
+
+    # tags: add one with the API key, then remove it again
+    driver.find_element(By.ID, "api-key").send_keys(API_KEY)
+    driver.find_element(By.ID, "new-tag").send_keys("Sunny Day")
+    driver.find_element(By.ID, "add-tag").click()
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, '#tags li.confirmed[data-name="sunny day"]')))
+    _save(driver, "result-page-tags.png", tmp_path)
+    driver.find_element(By.CSS_SELECTOR, '#tags li[data-name="sunny day"] button[title="remove"]').click()
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '#tags li[data-name="sunny day"]'))
+    assert driver.find_element(By.ID, "tag-error").get_attribute("hidden") is not None
