@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--captioner", metavar="SPEC", help="captions on result pages (env PIXSEARCH_CAPTIONER)")
     serve.add_argument("--answerer", metavar="SPEC", help="answers questions about a photo (env PIXSEARCH_ANSWERER)")
     serve.add_argument("--rerank", metavar="SPEC", help="reranker for searches with rerank on (env PIXSEARCH_RERANKER)")
+    serve.add_argument("--entailer", metavar="SPEC", help="checks statements about a photo (env PIXSEARCH_ENTAILER)")
 
     duplicates = commands.add_parser("duplicates", help="list groups of near-identical photos")
     _common(duplicates)
@@ -153,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = settings_from(args)
-        handler = getattr(commands, "run_" + args.command.replace("-", "_"))
+        # commands of other packages (tag, train, ...) set their own handler with set_defaults
+        handler = getattr(args, "handler", None) or getattr(commands, "run_" + args.command.replace("-", "_"))
         return int(handler(args, settings) or 0)
     except PixsearchError as error:
         print(f"pixsearch: {error}", file=sys.stderr)

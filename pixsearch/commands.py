@@ -247,7 +247,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     library = _open(settings)
     reranker = _reranker(settings, library)
     # the API key comes from the environment only (PIXSEARCH_API_KEY), never a flag visible in `ps`
-    options = WebOptions.from_env(captioner=args.captioner, answerer=args.answerer, reranker=settings.reranker)
+    options = WebOptions.from_env(
+        captioner=args.captioner, answerer=args.answerer, reranker=settings.reranker, entailer=args.entailer
+    )
     print(f"pixsearch: serving {settings.library} at http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
     serve(settings, options, args.host, args.port, rerank_hook=reranker.rerank_images if reranker else None)
     return 0

@@ -70,6 +70,12 @@ _BACKENDS: tuple[Backend, ...] = (
         "pixsearch.models.st_text:SentenceTransformerTextEncoder",
         "sentence-transformers text model into a CLIP image space (multilingual queries)",
     ),
+    Backend(
+        "imagenet",
+        Role.TAGGER,
+        "pixsearch.tagging.imagenet:ImageNetTagger",
+        "EfficientNet-Lite0 ImageNet-1k, packaged weights",
+    ),
     Backend("ofa-ve", Role.ENTAILER, "pixsearch.models.ofa.backends:OfaEntailer", "native OFA visual entailment"),
 )
 
