@@ -87,6 +87,7 @@ class WebContext:
             workers=options.model_workers,
             max_pending=options.max_pending_model_jobs,
             entailer=options.entailer,
+            patch_scorer=options.patch_scorer,
         )
         import_legacy_json(self.library)
         self.captions = CaptionStore(self.library)

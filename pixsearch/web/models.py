@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from pixsearch.models import registry
-from pixsearch.models.roles import Answerer, Captioner, Entailer, Role
+from pixsearch.models.roles import Answerer, Captioner, Entailer, PatchScorer, Role
 from pixsearch.models.spec import ModelOptions
+from pixsearch.rerank.heatmap import heatmap_png
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,12 @@ class ModelPool:
         workers: int = 1,
         max_pending: int = 8,
         entailer: str | None = None,
+        patch_scorer: str | None = None,
     ) -> None:
         self._captioner = _Lazy(captioner, Role.CAPTIONER, options)
         self._answerer = _Lazy(answerer, Role.ANSWERER, options)
         self._entailer = _Lazy(entailer, Role.ENTAILER, options)
+        self._patch_scorer = _Lazy(patch_scorer, Role.PATCH_SCORER, options)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pixsearch-model")
         self._slots = threading.BoundedSemaphore(max_pending)
 
@@ -126,6 +129,18 @@ class ModelPool:
 
         return await self._run(job)
 
+    async def heatmap(self, load: Callable[[], Image.Image], text: str) -> bytes:
+        """A PNG of the photo with the patches that match `text` in red (VLE's patch-box head)."""
+        if self._patch_scorer.spec is None:
+            raise RoleNotConfigured("no patch scorer (vle-pbc:) is configured on this server")
+
+        def job() -> bytes:
+            model: PatchScorer = self._patch_scorer.get()
+            image = load()
+            return heatmap_png(image, model.patch_scores(image, text))
+
+        return await self._run(job)
+
     async def _run(self, job: Callable[[], T]) -> T:
         if not self._slots.acquire(blocking=False):
             raise ModelsBusy("the caption, question and statement models are busy; try again in a moment")
@@ -139,3 +154,4 @@ class ModelPool:
         self._captioner.close()
         self._answerer.close()
         self._entailer.close()
+        self._patch_scorer.close()

@@ -29,6 +29,7 @@ class WebOptions:
     captioner: str | None = None
     answerer: str | None = None
     entailer: str | None = None  # checks statements about a photo (ofa-ve:...)
+    patch_scorer: str | None = None  # which parts of a photo match the words (vle-pbc:...)
     reranker: str | None = None
     api_key: str | None = None
     allow_image_url: bool = False
@@ -66,6 +67,7 @@ class WebOptions:
             ("captioner", Role.CAPTIONER),
             ("answerer", Role.ANSWERER),
             ("entailer", Role.ENTAILER),
+            ("patch_scorer", Role.PATCH_SCORER),
             ("reranker", Role.RERANKER),
         ):
             spec = getattr(self, name)

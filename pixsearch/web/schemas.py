@@ -173,6 +173,7 @@ class HealthPublic(BaseModel):
     captioner: str | None
     answerer: str | None
     entailer: str | None
+    patch_scorer: str | None
     reranker: str | None
     rerank_available: bool
     writes_enabled: bool

@@ -27,6 +27,7 @@ def health(context: ContextDep) -> HealthPublic:
         captioner=options.captioner,
         answerer=options.answerer,
         entailer=options.entailer,
+        patch_scorer=options.patch_scorer,
         reranker=options.reranker or context.settings.reranker,
         rerank_available=context.rerank_hook is not None,
         writes_enabled=options.writes_enabled,

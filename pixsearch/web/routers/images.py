@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from pixsearch.errors import EmptyIndexError, NotFoundError
@@ -174,6 +174,21 @@ async def image_entail(context: ContextDep, row: ImageRowDep, body: EntailCreate
         model=context.options.entailer or "",
         **probs,
     )
+
+
+@router.get(
+    "/{image_id}/heatmap",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **MODEL_ERRORS},
+)
+async def image_heatmap(
+    context: ContextDep,
+    row: ImageRowDep,
+    q: Annotated[str, Query(min_length=1, max_length=500, description="the words to locate in the photo")],
+) -> Response:
+    """Which parts of the photo match the words: the photo with matching patches in red (PNG)."""
+    png = await context.models.heatmap(lambda: context.read_image(row), q)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 # -- tags -----------------------------------------------------------------------------------------

@@ -146,6 +146,36 @@ function setupEntail() {
   });
 }
 
+function setupHeatmap() {
+  const form = document.getElementById("heatmap-form");
+  if (!form) return;
+  const picture = document.getElementById("heatmap");
+  const failure = document.getElementById("heatmap-error");
+  const button = document.getElementById("heatmap-button");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const words = document.getElementById("where").value.trim();
+    if (!words) return;
+    button.disabled = true;
+    failure.hidden = true;
+    try {
+      const response = await fetch(form.dataset.url + "?" + new URLSearchParams({ q: words }));
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({}));
+        throw new Error(body.detail || "the heat-map could not be made (" + response.status + ")");
+      }
+      if (picture.src) URL.revokeObjectURL(picture.src);
+      picture.src = URL.createObjectURL(await response.blob());
+      picture.hidden = false;
+    } catch (error) {
+      failure.textContent = error.message;
+      failure.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 const KEY_STORE = "pixsearch-api-key";
 
 function setupTags() {
@@ -213,5 +243,6 @@ document.addEventListener("DOMContentLoaded", () => {
   fillCaption();
   setupAsk();
   setupEntail();
+  setupHeatmap();
   setupTags();
 });
