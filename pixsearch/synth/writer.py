@@ -42,7 +42,7 @@ class SynthOptions:
 class Item:
     """One image of the data set."""
 
-    name: str  # file name under images/
+    name: str  # file name under images/<split>/
     split: str
     scene: Scene
     twin_of: str | None = None  # the name of the image this one is the twin of
@@ -90,7 +90,8 @@ def write_dataset(
     options = options or SynthOptions()
     options.check()
     root = Path(root)
-    (root / "images").mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
     report = SynthReport(root)
     all_items = list(items(options))
     files = {
@@ -113,8 +114,8 @@ def write_dataset(
         table = csv.writer(caps_csv)
         table.writerow(["image", "caption", "split"])
         for number, item in enumerate(all_items, start=1):
-            render(item.scene, options.image_size).save(root / "images" / item.name)
-            image = f"images/{item.name}"
+            image = f"images/{item.split}/{item.name}"
+            render(item.scene, options.image_size).save(root / image)
             texts = captions(item.scene)
             for text in texts:
                 caps_jsonl.write(json.dumps({"image": image, "caption": text, "split": item.split}) + "\n")
@@ -131,8 +132,8 @@ def write_dataset(
             if item.twin_of is not None:
                 report.twins += 1
                 for query_image, distractor, query in (
-                    (f"images/{item.twin_of}", image, captions(by_name[item.twin_of].scene)[0]),
-                    (image, f"images/{item.twin_of}", texts[0]),
+                    (f"images/{item.split}/{item.twin_of}", image, captions(by_name[item.twin_of].scene)[0]),
+                    (image, f"images/{item.split}/{item.twin_of}", texts[0]),
                 ):
                     contrast_file.write(
                         json.dumps(
@@ -163,7 +164,7 @@ def _karpathy_entry(item: Item, image_id: int, texts: list[str], first_sentence:
         for i, text in enumerate(texts)
     ]
     return {
-        "filepath": "images",
+        "filepath": f"images/{item.split}",
         "filename": item.name,
         "imgid": image_id,
         "split": item.split,

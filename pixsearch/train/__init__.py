@@ -1,0 +1,19 @@
+"""Training: tiny models from scratch, contrastive dual encoders, BLIP ITM / captioning / VQA, checkpoints."""
+
+from __future__ import annotations
+
+from pixsearch.train.loop import TrainOptions, TrainProgress, TrainReport, last_checkpoint, train
+from pixsearch.train.run import TrainJob, run_job
+from pixsearch.train.tiny import TinyConfig, build_tiny
+
+__all__ = [
+    "TinyConfig",
+    "TrainJob",
+    "TrainOptions",
+    "TrainProgress",
+    "TrainReport",
+    "build_tiny",
+    "last_checkpoint",
+    "run_job",
+    "train",
+]

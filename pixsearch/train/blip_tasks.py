@@ -1,0 +1,147 @@
+"""BLIP training tasks: ITM reranking with hard negatives, captioning, visual question answering."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from pixsearch.models.spec import ModelSpec
+from pixsearch.train.data import TrainData
+from pixsearch.train.mining import HardNegatives
+from pixsearch.train.tasks import ITC_TEMPERATURE, _Task
+
+
+class ItmTask(_Task):
+    """BLIP image-text matching, as BLIP pre-trains it: per image one matching caption, one negative
+    caption and one negative image, the negatives drawn from those the dual encoder confuses most
+    (with probability `hard_share`; otherwise any other). An image-text contrastive loss on BLIP's
+    own projections is added: it gives the vision tower a dense signal early on.
+
+    Hard negatives come in gradually (share 0 before `hard_from`, rising to `hard_share` over
+    `hard_ramp` steps): a model trained from scratch first has to learn to match at all, and facing
+    near-identical negatives from the first step it only learns the prior ("no match" 2 times in 3).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        data: TrainData,
+        negatives: HardNegatives,
+        batch_size: int,
+        seed: int,
+        hard_share: float = 0.8,
+        hard_from: int = 0,
+        hard_ramp: int = 1,
+    ) -> None:
+        super().__init__(spec, data, batch_size, seed)
+        self.negatives = negatives
+        self.hard_share = hard_share
+        self.hard_from, self.hard_ramp = hard_from, max(1, hard_ramp)
+        self.items_per_step = 3 * self.batch_size  # image-text pairs scored per step
+        self._text_ids = {text: i for i, text in enumerate(negatives.texts)}
+
+    def share(self, step: int) -> float:
+        """The probability that a negative of this step is a mined hard one."""
+        return self.hard_share * min(1.0, max(0.0, (step - self.hard_from) / self.hard_ramp))
+
+    def _negative_text(self, rng: np.random.Generator, image: int, share: float) -> str:
+        hard = self.negatives.texts_for_image[image]
+        if hard and rng.random() < share:
+            return self.negatives.texts[hard[rng.integers(len(hard))]]
+        own = set(self.negatives.text_ids[image])
+        while True:
+            text = int(rng.integers(len(self.negatives.texts)))
+            if text not in own:
+                return self.negatives.texts[text]
+
+    def _negative_image(self, rng: np.random.Generator, text: str, image: int, share: float) -> int:
+        text_id = self._text_ids[text]
+        hard = self.negatives.images_for_text[text_id]
+        if hard and rng.random() < share:
+            return hard[rng.integers(len(hard))]
+        while True:
+            other = int(rng.integers(len(self.data)))
+            if other != image and text_id not in self.negatives.text_ids[other]:
+                return other
+
+    def loss(self, step: int) -> torch.Tensor:
+        rng, rows = self.rng(step), self.indices(step)
+        model = self.model
+        captions = [self.data.captions[i][rng.integers(len(self.data.captions[i]))] for i in rows]
+        share = self.share(step)
+        wrong_texts = [self._negative_text(rng, int(i), share) for i in rows]
+        wrong_images = [self._negative_image(rng, t, int(i), share) for t, i in zip(captions, rows, strict=True)]
+        n = len(rows)
+        vision = model.vision_model(pixel_values=self.pixels[np.concatenate([rows, wrong_images])]).last_hidden_state
+        right, wrong = vision[:n], vision[n:]
+        good = self.tokens(captions)
+        bad = self.tokens(wrong_texts)
+        # ITM over (image, caption) = 1, (image, wrong caption) = 0, (wrong image, caption) = 0
+        ids = _pad_cat(good["input_ids"], bad["input_ids"], good["input_ids"], self.tokenizer.pad_token_id)
+        mask = _pad_cat(good["attention_mask"], bad["attention_mask"], good["attention_mask"], 0)
+        hidden = model.text_encoder(
+            input_ids=ids, attention_mask=mask, encoder_hidden_states=torch.cat([right, right, wrong])
+        ).last_hidden_state
+        labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long()
+        itm = F.cross_entropy(model.itm_head(hidden[:, 0, :]), labels)
+        text_only = model.text_encoder(input_ids=good["input_ids"], attention_mask=good["attention_mask"])
+        image_feat = F.normalize(model.vision_proj(right[:, 0, :]), dim=-1)
+        text_feat = F.normalize(model.text_proj(text_only.last_hidden_state[:, 0, :]), dim=-1)
+        logits = image_feat @ text_feat.T / ITC_TEMPERATURE
+        target = torch.arange(n)
+        itc = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        return itm + itc
+
+
+def _pad_cat(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, pad: int) -> torch.Tensor:
+    width = max(t.shape[1] for t in (a, b, c))
+    return torch.cat([F.pad(t, (0, width - t.shape[1]), value=pad) for t in (a, b, c)])
+
+
+class CaptionTask(_Task):
+    """BLIP captioning: the decoder learns each caption given the image (teacher forcing), starting
+    from the bos token that `generate` starts from."""
+
+    def loss(self, step: int) -> torch.Tensor:
+        rng, rows = self.rng(step), self.indices(step)
+        captions = [self.data.captions[i][rng.integers(len(self.data.captions[i]))] for i in rows]
+        tokens = self.tokens(captions)
+        ids = tokens["input_ids"].clone()
+        ids[:, 0] = self.model.config.text_config.bos_token_id
+        labels = ids.masked_fill(tokens["attention_mask"] == 0, -100)
+        image = self.model.vision_model(pixel_values=self.pixels[rows]).last_hidden_state
+        out = self.model.text_decoder(
+            input_ids=ids,
+            attention_mask=tokens["attention_mask"],
+            encoder_hidden_states=image,
+            labels=labels,
+            reduction="mean",
+        )
+        return out.loss
+
+
+class VqaTask(_Task):
+    """BLIP VQA: the question is encoded against the image, the decoder learns the answer from it."""
+
+    def loss(self, step: int) -> torch.Tensor:
+        rng, rows = self.rng(step), self.indices(step)
+        picked = [self.data.qa[i][rng.integers(len(self.data.qa[i]))] for i in rows]
+        question = self.tokens([q for q, _ in picked])
+        answer = self.tokens([a for _, a in picked])
+        ids = answer["input_ids"].clone()
+        ids[:, 0] = self.model.config.text_config.bos_token_id
+        labels = ids.masked_fill(answer["attention_mask"] == 0, -100)
+        image = self.model.vision_model(pixel_values=self.pixels[rows]).last_hidden_state
+        encoded = self.model.text_encoder(
+            input_ids=question["input_ids"], attention_mask=question["attention_mask"], encoder_hidden_states=image
+        ).last_hidden_state
+        out = self.model.text_decoder(
+            input_ids=ids,
+            attention_mask=answer["attention_mask"],
+            encoder_hidden_states=encoded,
+            encoder_attention_mask=question["attention_mask"],
+            labels=labels,
+            reduction="mean",
+        )
+        return out.loss

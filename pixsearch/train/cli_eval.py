@@ -1,0 +1,62 @@
+"""`pixsearch eval`: read the data, build the models the arguments name, run the evaluations."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pixsearch.errors import ConfigError
+from pixsearch.evaluation.readers import BadRowPolicy, enforce, read_pairs, read_questions
+from pixsearch.evaluation.run import EvalOptions, evaluate_captions, evaluate_retrieval, evaluate_vqa
+from pixsearch.models import ModelOptions, Role, create
+from pixsearch.rerank import Fusion
+from pixsearch.settings import Settings
+
+
+def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[str, Any]:
+    """Every evaluation the arguments ask for, as one results dict.
+
+    Raises:
+        ConfigError: nothing to evaluate, or a model without the data it needs.
+        DataSetError: bad rows under --bad-rows stop.
+    """
+    if not (args.model or args.captioner or args.answerer):
+        raise ConfigError("name something to evaluate: --model (retrieval), --captioner or --answerer")
+    policy = BadRowPolicy(args.bad_rows)
+    split = None if args.split == "all" else args.split
+    options = ModelOptions(device=settings.device, dtype=settings.dtype)
+    progress = lambda phase, done, total: bars(phase, done, total)  # noqa: E731
+    results: dict[str, Any] = {"split": args.split}
+    try:
+        if args.model or args.captioner:
+            if not args.data:
+                raise ConfigError("--model and --captioner need --data (captions)")
+            data = read_pairs(args.data, args.images)
+            enforce(data.bad, policy, str(args.data))
+            data = data.only(split)
+            results["skipped_rows"] = [str(row) for row in data.bad]
+            if not data.pairs:
+                raise ConfigError(f"{args.data}: no usable pairs in split {args.split!r}")
+        if args.model:
+            encoder = create(args.model, Role.DUAL_ENCODER, options)
+            reranker = (create(args.rerank, Role.RERANKER, options), args.rerank) if args.rerank else None
+            eval_options = EvalOptions(
+                rerank_k=args.rerank_k, fusion=Fusion.parse(args.fusion), max_pixels=settings.max_pixels
+            )
+            retrieval = evaluate_retrieval(data, encoder, reranker, eval_options, progress)
+            retrieval["chance R@1 text_to_image"] = 1 / retrieval["images"]
+            results["retrieval"] = retrieval
+        if args.captioner:
+            results["captioning"] = evaluate_captions(
+                data, create(args.captioner, Role.CAPTIONER, options), progress=progress
+            )
+        if args.answerer:
+            if not args.questions:
+                raise ConfigError("--answerer needs --questions FILE")
+            questions = read_questions(args.questions, args.images)
+            enforce(questions.bad, policy, str(args.questions))
+            questions.questions = [q for q in questions.questions if split is None or q.split in (None, split)]
+            results["vqa"] = evaluate_vqa(questions, create(args.answerer, Role.ANSWERER, options), progress)
+    finally:
+        bars.close()
+    return results

@@ -1,0 +1,128 @@
+"""Training data: image-caption (or question-answer) rows checked and decoded before training starts.
+
+Every image is decoded and preprocessed once, up front: a row whose file is missing or does not
+decode is found then (named by file and line) and either left out or the run refused, by the
+data-set policy; training itself never meets an unreadable image half-way through an epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from pixsearch.errors import BadImageError, ConfigError
+from pixsearch.evaluation.readers import BadRow, BadRowPolicy, enforce, read_pairs, read_questions
+from pixsearch.imageio import DEFAULT_MAX_PIXELS, load_image
+from pixsearch.models.preprocess import ImageTransform, apply_transform
+
+log = logging.getLogger(__name__)
+
+DecodeProgress = Callable[[int, int], None]
+
+
+@dataclass
+class TrainData:
+    """Images with their preprocessed pixels and, per image, its captions or (question, answer) pairs."""
+
+    images: list[Path]
+    pixels: npt.NDArray[np.float32]  # [n, 3, H, W]
+    captions: list[list[str]] = field(default_factory=list)
+    qa: list[list[tuple[str, str]]] = field(default_factory=list)
+    skipped: list[BadRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def texts(self) -> list[str]:
+        """Every distinct caption, in order."""
+        return list(dict.fromkeys(text for captions in self.captions for text in captions))
+
+
+def decode_all(
+    paths: Sequence[Path], transform: ImageTransform, max_pixels: int, progress: DecodeProgress | None = None
+) -> tuple[dict[Path, npt.NDArray[np.float32]], dict[Path, str]]:
+    """Decode and preprocess every image: (pixels by path, reason by path for those that failed)."""
+    pixels: dict[Path, npt.NDArray[np.float32]] = {}
+    failed: dict[Path, str] = {}
+    for done, path in enumerate(paths, start=1):
+        try:
+            pixels[path] = apply_transform(transform, load_image(path, max_pixels))
+        except BadImageError as error:
+            failed[path] = error.reason
+        if progress and (done % 64 == 0 or done == len(paths)):
+            progress(done, len(paths))
+    return pixels, failed
+
+
+def load_captions(
+    path: Path,
+    transform: ImageTransform,
+    *,
+    image_root: Path | None = None,
+    split: str | None = "train",
+    policy: BadRowPolicy = BadRowPolicy.SKIP,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: DecodeProgress | None = None,
+) -> TrainData:
+    """Image-caption training data from a Karpathy JSON, CSV or JSONL file (see `evaluation.readers`).
+
+    Args:
+        split: keep only rows of this split; rows without a split are always kept. None keeps all.
+
+    Raises:
+        DataSetError: bad rows under the STOP policy (each named by file and line), before any training.
+        ConfigError: an unreadable file, or no usable rows.
+    """
+    data = read_pairs(path, image_root, check_images=False)
+    pairs = [p for p in data.pairs if split is None or p.split in (None, split)]
+    pixels, failed = decode_all(list(dict.fromkeys(p.image for p in pairs)), transform, max_pixels, progress)
+    bad = list(data.bad) + [
+        BadRow(p.source or path, p.line, f"{p.image}: {failed[p.image]}") for p in pairs if p.image in failed
+    ]
+    enforce(bad, policy, str(path))
+    for row in bad:
+        log.warning("skipped %s", row)
+    grouped: dict[Path, list[str]] = {}
+    for pair in pairs:
+        if pair.image not in failed:
+            grouped.setdefault(pair.image, []).append(pair.caption)
+    if not grouped:
+        raise ConfigError(f"{path}: no usable image-caption pairs{f' in split {split!r}' if split else ''}")
+    images = list(grouped)
+    return TrainData(images, np.stack([pixels[i] for i in images]), [grouped[i] for i in images], skipped=bad)
+
+
+def load_questions(
+    path: Path,
+    transform: ImageTransform,
+    *,
+    image_root: Path | None = None,
+    split: str | None = "train",
+    policy: BadRowPolicy = BadRowPolicy.SKIP,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: DecodeProgress | None = None,
+) -> TrainData:
+    """Question-answer training data from a questions JSONL file; the most common answer is the target."""
+    data = read_questions(path, image_root, check_images=False)
+    questions = [q for q in data.questions if split is None or q.split in (None, split)]
+    pixels, failed = decode_all(list(dict.fromkeys(q.image for q in questions)), transform, max_pixels, progress)
+    bad = list(data.bad) + [
+        BadRow(path, q.line, f"{q.image}: {failed[q.image]}") for q in questions if q.image in failed
+    ]
+    enforce(bad, policy, str(path))
+    for row in bad:
+        log.warning("skipped %s", row)
+    grouped: dict[Path, list[tuple[str, str]]] = {}
+    for q in questions:
+        if q.image not in failed:
+            answer = max(set(q.answers), key=q.answers.count)
+            grouped.setdefault(q.image, []).append((q.question, answer))
+    if not grouped:
+        raise ConfigError(f"{path}: no usable questions{f' in split {split!r}' if split else ''}")
+    images = list(grouped)
+    return TrainData(images, np.stack([pixels[i] for i in images]), qa=[grouped[i] for i in images], skipped=bad)

@@ -1,0 +1,132 @@
+"""A training job from start to end: the starting checkpoint (a published one, or a tiny one built
+from scratch), the data checked and decoded, hard negatives mined for the reranker, the loop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pixsearch.errors import ConfigError
+from pixsearch.evaluation.readers import BadRowPolicy
+from pixsearch.models import registry
+from pixsearch.models.roles import Role
+from pixsearch.models.spec import ModelOptions, ModelSpec
+from pixsearch.train.data import TrainData, load_captions, load_questions
+from pixsearch.train.loop import TrainOptions, TrainProgress, TrainReport, train
+from pixsearch.train.tasks import TRAINABLE, image_transform, model_directory
+from pixsearch.train.tiny import TinyConfig, build_tiny
+from pixsearch.train.tokenizer import words_of
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int, float | None], None]  # (phase, done, total, loss or None)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What to train.
+
+    backend: clip, siglip, blip-itm, blip-caption or blip-vqa.
+    data: a captions file (Karpathy JSON, CSV, JSONL) or, for blip-vqa, a questions JSONL file.
+    init: the checkpoint to start from (a folder or hub id); None builds a tiny model from scratch.
+    miner: for blip-itm, the dual encoder spec whose confusions give the hard negatives.
+    """
+
+    backend: str
+    data: Path
+    output: Path
+    init: str | None = None
+    tiny: TinyConfig = field(default_factory=TinyConfig)
+    image_root: Path | None = None
+    split: str | None = "train"
+    policy: BadRowPolicy = BadRowPolicy.SKIP
+    batch_size: int = 64
+    seed: int = 0
+    miner: str | None = None
+    options: TrainOptions = field(default_factory=TrainOptions)
+
+    def check(self) -> None:
+        if self.backend not in TRAINABLE:
+            raise ConfigError(f"pixsearch cannot train {self.backend!r}; it trains {', '.join(TRAINABLE)}")
+        if self.backend == "blip-itm" and not self.miner:
+            raise ConfigError("training blip-itm needs a dual encoder to mine hard negatives (--miner SPEC)")
+        if self.backend == "siglip" and self.init is None:
+            raise ConfigError(
+                "siglip is fine-tuned from a checkpoint (--init); tiny models from scratch are clip / blip"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        self.options.check()
+
+
+def _silent(_phase: str, _done: int, _total: int, _loss: float | None) -> None:
+    return None
+
+
+def run_job(job: TrainJob, progress: Progress = _silent, model_options: ModelOptions | None = None) -> TrainReport:
+    """Run a training job; the trained model ends up in `job.output` (loadable as `backend:output`).
+
+    Raises:
+        ConfigError, DataSetError: bad job settings, or bad rows under the STOP policy (before training).
+        ModelNotFoundError, ModelLoadError: the starting checkpoint or the miner cannot be loaded.
+    """
+    job.check()
+    output = Path(job.output)
+    init = _starting_point(job, output)
+    spec = ModelSpec(job.backend, str(init))
+    transform = image_transform(spec, model_directory(spec))
+    decode = lambda done, total: progress("check images", done, total, None)  # noqa: E731
+    loader = load_questions if job.backend == "blip-vqa" else load_captions
+    data = loader(job.data, transform, image_root=job.image_root, split=job.split, policy=job.policy, progress=decode)
+    task = _task(job, spec, data, progress, model_options or ModelOptions(dtype="float32"))
+
+    def step(event: TrainProgress) -> None:
+        progress("train", event.step, event.total, event.loss)
+
+    return train(task, output, job.options, step)
+
+
+def _starting_point(job: TrainJob, output: Path) -> str:
+    if job.init is not None:
+        return job.init
+    # from scratch: the tokenizer's words come from the training texts, so the build needs the data
+    init = output / "init"
+    if not (init / "config.json").exists():
+        words = words_of(_texts(job))
+        log.info("building a tiny %s from scratch in %s (%d words)", job.backend, init, len(words))
+        build_tiny(init, job.backend, words, job.tiny, job.seed)
+    return str(init)
+
+
+def _texts(job: TrainJob) -> list[str]:
+    from pixsearch.evaluation.readers import read_pairs, read_questions
+
+    if job.backend == "blip-vqa":
+        questions = read_questions(job.data, job.image_root, check_images=False).questions
+        return [q.question for q in questions] + [a for q in questions for a in q.answers]
+    return [pair.caption for pair in read_pairs(job.data, job.image_root, check_images=False).pairs]
+
+
+def _task(job: TrainJob, spec: ModelSpec, data: TrainData, progress: Progress, model_options: ModelOptions):
+    from pixsearch.train.blip_tasks import CaptionTask, ItmTask, VqaTask
+    from pixsearch.train.mining import mine
+    from pixsearch.train.tasks import ContrastiveTask
+
+    if job.backend in ("clip", "siglip"):
+        return ContrastiveTask(spec, data, job.batch_size, job.seed)
+    if job.backend == "blip-caption":
+        return CaptionTask(spec, data, job.batch_size, job.seed)
+    if job.backend == "blip-vqa":
+        return VqaTask(spec, data, job.batch_size, job.seed)
+    assert job.miner is not None
+    miner = registry.create(job.miner, Role.DUAL_ENCODER, model_options)
+    try:
+        negatives = mine(miner, data, progress=lambda done, total: progress("mine negatives", done, total, None))
+    finally:
+        miner.close()
+    steps = job.options.steps
+    return ItmTask(
+        spec, data, negatives, job.batch_size, job.seed, hard_from=int(0.3 * steps), hard_ramp=int(0.2 * steps)
+    )
