@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pixsearch.tagging.cli import register as register_tag
 
     register_tag(commands)
+    from pixsearch.train.cli import register as register_training
+
+    register_training(commands)
     return parser
 
 

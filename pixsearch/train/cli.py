@@ -182,25 +182,10 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one of these commands the way `pixsearch` does (dispatching to `args.handler`)."""
-    import logging
+    """The `pixsearch` command (these commands are registered in its parser)."""
+    from pixsearch.cli import main as pixsearch_main
 
-    from pixsearch.cli import EXIT_CODES, _quiet_transformers, build_parser, settings_from
-    from pixsearch.errors import PixsearchError
-
-    parser = build_parser()
-    if not any(action.dest == "command" and "demo" in getattr(action, "choices", {}) for action in parser._actions):
-        register(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    _quiet_transformers(args.verbose)
-    try:
-        return int(args.handler(args, settings_from(args)) or 0)
-    except PixsearchError as error:
-        print(f"pixsearch: {error}", file=sys.stderr)
-        return next((code for cls, code in EXIT_CODES.items() if isinstance(error, cls)), 1)
+    return pixsearch_main(argv)
 
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
