@@ -44,6 +44,7 @@ class SearchResult:
     no_good_match: bool  # something was asked, nothing passed the relevance cut-off
     query: ParsedQuery
     cutoff: float | None = None
+    best_score: float | None = None  # the best vector similarity, before the cut-off
 
 
 def hybrid_search(
@@ -60,10 +61,10 @@ def hybrid_search(
     with library.session() as session:
         allowed = sql_filters.matching_ids(session, parsed.filters)
         excluded = _excluded(session, parsed, pool * 50)
-    vector_ranking, cutoff, vector = [], None, None
+    vector_ranking, cutoff, vector, best = [], None, None, None
     if parsed.has_vector:
         vector = _query_vector(service, parsed)
-        vector_ranking, cutoff = _vector_ranking(service, vector, allowed, excluded, pool, options)
+        vector_ranking, cutoff, best = _vector_ranking(service, vector, allowed, excluded, pool, options)
     keyword_ranking, keyword_scores = _keyword_ranking(service, parsed, allowed, excluded, pool)
     if parsed.phrases:  # a quoted phrase must appear
         vector_ranking = [i for i in vector_ranking if i in keyword_scores]
@@ -77,7 +78,7 @@ def hybrid_search(
     hits = _hits(service, order, vector, keyword_scores)
     if options.duplicate_threshold is not None and hits:
         hits = _collapse(service, hits, options.duplicate_threshold)
-    return SearchResult(hits[offset : offset + k], no_good_match=not hits, query=parsed, cutoff=cutoff)
+    return SearchResult(hits[offset : offset + k], not hits, parsed, cutoff, best)
 
 
 def _excluded(session, parsed: ParsedQuery, limit: int) -> set[int]:
@@ -116,10 +117,11 @@ def _vector_ranking(service, vector, allowed, excluded, pool, options):
             if len(ranked) >= pool or fetch >= total:
                 break
             fetch *= 4
+    best = ranked[0][1] if ranked else None
     cutoff = _cutoff(service, vector, options)
     if cutoff is not None:
         ranked = [(i, s) for i, s in ranked if s >= cutoff]
-    return [i for i, _ in ranked[:pool]], cutoff
+    return [i for i, _ in ranked[:pool]], cutoff, best
 
 
 def _stored_vectors(service: SearchService, image_ids=None, limit: int | None = None) -> tuple[list[int], np.ndarray]:

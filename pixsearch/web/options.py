@@ -35,6 +35,10 @@ class WebOptions:
     allow_image_url: bool = False
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     min_score: float | None = None
+    # word queries: results must stand this many std above the query's mean similarity (None: off)
+    cutoff_z: float | None = 2.0
+    keyword_weight: float = 1.0  # weight of keyword matches fused with the vector ranking (0: vectors only)
+    duplicate_threshold: float | None = 0.95  # collapse near-identical results (None: show all)
     thumbnail_size: int = 256
     preview_size: int = 1024
     model_workers: int = 1
@@ -109,7 +113,9 @@ def _parse(name: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{variable}={raw!r} is not an integer") from None
-    if name == "min_score":
+    if name in {"cutoff_z", "duplicate_threshold"} and raw.lower() in {"off", "none"}:
+        return None
+    if name in {"min_score", "cutoff_z", "keyword_weight", "duplicate_threshold"}:
         try:
             return float(raw)
         except ValueError:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from pixsearch.errors import ConfigError
 from pixsearch.search import ImageHit
+from pixsearch.search.engine import SearchOptions, hybrid_search
 from pixsearch.web.context import WebContext
 
 log = logging.getLogger(__name__)
@@ -69,18 +70,42 @@ def run_query(context: WebContext, query: WebQuery) -> WebResults:
         vector = query.vector
     else:
         vector = None
+    if query.like is None and vector is None and text is not None:
+        return _words(context, query, text)  # takes the search lock itself
     with context.search_lock:
         if query.like is not None:
             hits = context.search.similar_to(query.like, query.k, query.offset)
         elif vector is not None:
             hits = context.search.vector_to_image(vector, query.k, query.offset)
-        elif text is not None:
-            hits = context.search.text_to_image(text, query.k, query.offset)
         else:
             raise ConfigError("give some words to search for, a photo, or an image id for 'more like this'")
     results = WebResults(hits=hits, more=len(hits) == query.k)
     results.best_score = max((hit.score for hit in hits), default=None)
     _cut_off(context, results)
+    if query.rerank:
+        _rerank(context, query, text, results)
+    return results
+
+
+def _words(context: WebContext, query: WebQuery, text: str) -> WebResults:
+    """A word query in the query language: filters, phrases, keywords fused with vectors, the
+    relevance cut-off and near-duplicate grouping, all of `hybrid_search`."""
+    web = context.options
+    options = SearchOptions(
+        keyword_weight=web.keyword_weight,
+        cutoff_z=web.cutoff_z,
+        min_score=web.min_score,
+        duplicate_threshold=web.duplicate_threshold,
+    )
+    with context.search_lock:
+        found = hybrid_search(context.search, text, query.k, query.offset, options)
+    results = WebResults(hits=found.hits, more=len(found.hits) == query.k, no_good_match=found.no_good_match)
+    results.best_score = (
+        found.best_score if found.best_score is not None else max((h.score for h in found.hits), default=None)
+    )
+    if found.no_good_match:
+        cut = f" {found.cutoff:.3f}" if found.cutoff is not None else ""
+        results.notes.append(f"no photo passed the relevance cut-off{cut} for these words")
     if query.rerank:
         _rerank(context, query, text, results)
     return results

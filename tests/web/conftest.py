@@ -94,6 +94,10 @@ def make_client(library_dir: Path) -> Iterator[AppFactory]:
         library: Path | None = None, rerank_hook=None, tags_hook=None, raise_server_exceptions=True, **options
     ) -> TestClient:
         settings = Settings(library=library or library_dir)
+        # tiny random models: scores carry no relevance and vectors are near-identical, so these tests
+        # search by vectors alone; tests/web/test_web_query_language.py covers the hybrid options
+        for name, value in (("cutoff_z", None), ("duplicate_threshold", None), ("keyword_weight", 0.0)):
+            options.setdefault(name, value)
         app = create_app(settings, WebOptions(**options), rerank_hook=rerank_hook, tags_hook=tags_hook)
         client = TestClient(app, raise_server_exceptions=raise_server_exceptions)
         client.__enter__()

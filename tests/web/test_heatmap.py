@@ -33,7 +33,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory, clip_spec: str):
     shutil.copytree(FIXTURES / "images", root / "photos")
     Indexer(Library.open(root / "library"), create(clip_spec), IndexOptions(workers=0)).run([root / "photos"])
     spec = f"vle-pbc:{pbc}"
-    with TestClient(create_app(Settings(library=root / "library"), WebOptions(patch_scorer=spec))) as client:
+    with TestClient(
+        create_app(
+            Settings(library=root / "library"),
+            WebOptions(patch_scorer=spec, cutoff_z=None, duplicate_threshold=None, keyword_weight=0.0),
+        )
+    ) as client:
         yield client, spec, root / "photos"
 
 

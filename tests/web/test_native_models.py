@@ -35,6 +35,9 @@ def client(tmp_path_factory: pytest.TempPathFactory, clip_spec: str):
     options = WebOptions(
         captioner=f"mplug-caption:{mplug / 'image-captioning'}",
         answerer=f"mplug-vqa:{mplug / 'visual-question-answering'}",
+        cutoff_z=None,
+        duplicate_threshold=None,
+        keyword_weight=0.0,  # the index was made by a tiny random CLIP: its scores carry no relevance
     )
     with TestClient(create_app(Settings(library=root / "library"), options)) as client:
         yield client

@@ -53,7 +53,15 @@ API_KEY = "browser-test-key"
 @pytest.fixture
 def server_url(fresh_library: Path, caption_spec: str, vqa_spec: str, tiny_ofa_spec: str) -> Iterator[str]:
     port = _free_port()
-    options = WebOptions(captioner=caption_spec, answerer=vqa_spec, entailer=tiny_ofa_spec, api_key=API_KEY)
+    options = WebOptions(
+        captioner=caption_spec,
+        answerer=vqa_spec,
+        entailer=tiny_ofa_spec,
+        api_key=API_KEY,
+        cutoff_z=None,
+        duplicate_threshold=None,
+        keyword_weight=0.0,
+    )
     server = make_server(Settings(library=fresh_library), options, port=port, log_level="warning")
     server.config.install_signal_handlers = False  # not the main thread
     thread = threading.Thread(target=server.run, daemon=True)
