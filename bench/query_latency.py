@@ -84,7 +84,7 @@ def timed(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vectors", type=int, default=10_000)
-    parser.add_argument("--queries", type=int, default=5)
+    parser.add_argument("--queries", type=int, default=3)
     parser.add_argument("--ks", default="16,32,64")
     args = parser.parse_args()
     import transformers
@@ -106,6 +106,7 @@ def main() -> None:
     search.text_to_image("warm up", k=1)
     queries = (QUERIES * args.queries)[: args.queries]
     dtype = str(resolve_dtype(reranker.options)).replace("torch.", "")
+    file_features: dict = {}
     print(
         f"{args.vectors} vectors, CLIP ViT-B/32 text tower, BLIP-base ITM at 384 px ({dtype}), {len(queries)} queries"
     )
@@ -113,23 +114,35 @@ def main() -> None:
     print(f"no rerank            p50 {percentile(plain, 50) * 1e3:8.1f} ms  p95 {percentile(plain, 95) * 1e3:8.1f} ms")
     for k in ks:
         hits = {q: strip_fragment(search.text_to_image(q, k=k)) for q in queries}
+        # baseline, one query per k: a fresh service has nothing cached, so the vision tower runs per candidate
+        fresh = RerankService(reranker, rerank_spec, library.root, RerankOptions(k=k))
+        cold = query_once(search, fresh, queries[0], k, hits[queries[0]])
+        # steady state: the candidates' vision features are cached (rows share files, so one pass per file)
         cached = RerankService(reranker, rerank_spec, library.root, RerankOptions(k=k))
-        cold, warm = [], []
-        for q in queries:
-            # baseline: a fresh service has nothing cached, so the vision tower runs for every candidate
-            fresh = RerankService(reranker, rerank_spec, library.root, RerankOptions(k=k))
-            cold.append(query_once(search, fresh, q, k, hits[q]))
-            cached.features(hits[q])  # steady state: these candidates' vision features are cached
-            warm.append(query_once(search, cached, q, k, hits[q]))
+        seed_cache(cached, [h for q in queries for h in hits[q]], file_features)
+        warm = [query_once(search, cached, q, k, hits[q]) for q in queries]
         per = (percentile(warm, 50) - percentile(plain, 50)) / k
         print(
             f"rerank k={k:<3} cached  p50 {percentile(warm, 50) * 1e3:8.1f} ms  p95 {percentile(warm, 95) * 1e3:8.1f} ms"
             f"  ({per * 1e3:.1f} ms per candidate)"
         )
         print(
-            f"rerank k={k:<3} vision per query (baseline) p50 {percentile(cold, 50) * 1e3:8.1f} ms"
-            f"  -> caching is {percentile(cold, 50) / percentile(warm, 50):.1f}x faster"
+            f"rerank k={k:<3} vision per query (baseline, 1 query) {cold * 1e3:8.1f} ms"
+            f"  -> caching is {cold / percentile(warm, 50):.1f}x faster"
         )
+
+
+def seed_cache(service, hits, file_features: dict) -> None:
+    """Put each hit's vision features into the memory cache, computing each distinct file once."""
+    from PIL import Image
+
+    todo = sorted({h.path for h in hits} - set(file_features))
+    for start in range(0, len(todo), 8):
+        chunk = todo[start : start + 8]
+        images = [Image.open(path).convert("RGB") for path in chunk]
+        file_features.update(zip(chunk, service.reranker.image_features(images), strict=True))
+    for hit in hits:
+        service.memory.put((hit.image_id, hit.content_hash), file_features[hit.path])
 
 
 def query_once(search, service, query: str, k: int, hits) -> float:

@@ -93,3 +93,18 @@ def test_stale_index_file_is_rebuilt_for_readers(indexed) -> None:
         model = library.active_model(session)
     library.index_path("images", model.key).write_bytes(b"garbage")
     assert [h.image_id for h in SearchService(library).text_to_image("circle", k=5)] == before
+
+
+def test_chinese_clip_library_end_to_end(tmp_path: Path) -> None:
+    from tiny_models import save_tiny_chinese_clip
+
+    spec = f"chinese-clip:{save_tiny_chinese_clip(tmp_path / 'cn')}"
+    paths = write_folder(tmp_path / "photos", 5)
+    library = Library.open(tmp_path / "library")
+    Indexer(library, create(spec), IndexOptions(workers=0)).run([tmp_path / "photos"])
+    service = SearchService(library)
+    hits = service.text_to_image("一只狗在海滩上", k=5)
+    encoder = create(spec)
+    expected = encoder.encode_images([draw(i) for i in range(5)]) @ encoder.encode_texts(["一只狗在海滩上"])[0]
+    assert [h.path for h in hits] == [str(paths[i]) for i in np.argsort(-expected, kind="stable")]
+    assert service.image_to_image(draw(2), k=1)[0].path == str(paths[2])
