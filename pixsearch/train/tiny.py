@@ -69,25 +69,15 @@ def _clip(directory: Path, tokenizer, config: TinyConfig) -> None:
 
     clip_config = CLIPConfig(
         text_config=dict(
+            _tower(config),
             vocab_size=len(tokenizer),
-            hidden_size=config.hidden,
-            intermediate_size=4 * config.hidden,
-            num_hidden_layers=config.layers,
-            num_attention_heads=config.heads,
             max_position_embeddings=77,  # the clip: backend truncates texts at 77 tokens
             # CLIP pools the text at its first eos token: [SEP] here, which ends every text
             bos_token_id=tokenizer.cls_token_id,
             eos_token_id=tokenizer.sep_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ),
-        vision_config=dict(
-            hidden_size=config.hidden,
-            intermediate_size=4 * config.hidden,
-            num_hidden_layers=config.layers,
-            num_attention_heads=config.heads,
-            image_size=config.image_size,
-            patch_size=config.patch_size,
-        ),
+        vision_config=dict(_tower(config), image_size=config.image_size, patch_size=config.patch_size),
         projection_dim=config.projection_dim,
     )
     CLIPModel(clip_config).save_pretrained(directory)
@@ -109,16 +99,23 @@ def _clip(directory: Path, tokenizer, config: TinyConfig) -> None:
     )
 
 
+def _tower(config: TinyConfig) -> dict[str, int]:
+    """The transformer sizes every tower of a tiny model shares."""
+    return dict(
+        hidden_size=config.hidden,
+        intermediate_size=4 * config.hidden,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+    )
+
+
 def blip_config(tokenizer, config: TinyConfig):
     """A BlipConfig of the tiny size with the tokenizer's special token ids."""
     from transformers import BlipConfig
 
     text = dict(
+        _tower(config),
         vocab_size=len(tokenizer),
-        hidden_size=config.hidden,
-        intermediate_size=4 * config.hidden,
-        num_hidden_layers=config.layers,
-        num_attention_heads=config.heads,
         max_position_embeddings=64,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -126,10 +123,7 @@ def blip_config(tokenizer, config: TinyConfig):
         eos_token_id=tokenizer.sep_token_id,
     )
     vision = dict(
-        hidden_size=config.hidden,
-        intermediate_size=4 * config.hidden,
-        num_hidden_layers=config.layers,
-        num_attention_heads=config.heads,
+        _tower(config),
         image_size=config.image_size,
         patch_size=config.patch_size,
         # BLIP's default is 1e-10 (meant for loading pretrained weights): from scratch, every image

@@ -9,73 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from tokenizers import ByteLevelBPETokenizer
+from tiny_models import save_tiny_ofa
 
 from pixsearch.errors import ConfigError, ModelLoadError, ModelNotFoundError
 from pixsearch.models import Entailer, ModelOptions, Role, create
 from pixsearch.models.ofa.backends import OfaEntailer
-from pixsearch.models.ofa.config import OfaConfig
-from pixsearch.models.ofa.modeling import OfaModel
-from pixsearch.models.ofa.tokenizer import NUM_BINS, NUM_CODES
 
 OPTIONS = ModelOptions(dtype="float32")
-CORPUS = [
-    "a red circle on a white background",
-    "a blue square next to a green triangle",
-    "there are two birds in the sky",
-    "the dog is not sleeping",
-    ' does the image describe " a photo of a cat "?',
-]
 STATEMENTS = ["a red circle", "two birds", "What colour is the square?", "no no no", ""]
 
 
 def _write_tiny_ofa(folder: Path) -> Path:
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        CORPUS * 3,
-        vocab_size=300,
-        min_frequency=2,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-        show_progress=False,
-    )
-    bpe.save_model(str(folder))
-    vocab = json.loads((folder / "vocab.json").read_text())
-    vocab["<mask>"] = len(vocab)  # BART keeps <mask> last
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    config = {
-        "vocab_size": len(vocab) + NUM_CODES + NUM_BINS,
-        "d_model": 32,
-        "encoder_layers": 2,
-        "decoder_layers": 2,
-        "encoder_attention_heads": 4,
-        "decoder_attention_heads": 4,
-        "encoder_ffn_dim": 64,
-        "decoder_ffn_dim": 48,
-        "resnet_type": "resnet18",
-        "token_bucket_size": 8,
-        "image_bucket_size": 4,
-        "max_position_embeddings": 64,
-        "code_image_size": 32,
-    }
-    (folder / "config.json").write_text(json.dumps(config))
-    task = {
-        "task": "visual-entailment",
-        "model": {
-            "type": "ofa",
-            "beam_search": {"beam_size": 3, "max_len_b": 16, "min_len": 1, "no_repeat_ngram_size": 3},
-            "max_src_length": 24,
-            "prompt_type": "prev_output",
-            "gen_type": "traverse",
-            "patch_image_size": 32,
-            "answer2label": "answer2label.json",
-        },
-    }
-    (folder / "configuration.json").write_text(json.dumps(task))
-    (folder / "answer2label.json").write_text(json.dumps({"no": 0, "yes": 1, "maybe": 2}))
-    torch.manual_seed(0)
-    model = OfaModel(OfaConfig.from_dict(config))
-    torch.save(model.state_dict(), folder / "pytorch_model.bin")
-    return folder
+    return save_tiny_ofa(folder)
 
 
 @pytest.fixture(scope="module")
