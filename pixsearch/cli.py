@@ -32,7 +32,9 @@ EXIT_CODES = {
 }
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The options every subcommand takes (library, database, device, dtype, verbosity); other
+    packages' commands use it too."""
     parser.add_argument("--library", type=Path, help="library folder (env PIXSEARCH_LIBRARY; default: user data dir)")
     parser.add_argument("--db-url", help="SQLAlchemy URL of the metadata database (default: SQLite in the library)")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (env PIXSEARCH_DEVICE)")
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="index (or update) folders of photos")
-    _common(index)
+    add_common_options(index)
     index.add_argument("folders", nargs="+", type=Path)
     index.add_argument("--model", help=f"dual encoder spec backend:source (default {DEFAULT_MODEL}, or the library's)")
     index.add_argument("--reindex", action="store_true", help="switch the library to --model, re-embedding every image")
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     texts = commands.add_parser("index-texts", help="add a text file (one text per line) for image->text lookups")
-    _common(texts)
+    add_common_options(texts)
     texts.add_argument("file", type=Path)
     texts.add_argument("--collection", help="collection name (default: the file name)")
 
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="query language:\n" + query_language.__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(search)
+    add_common_options(search)
     search.add_argument("query", nargs="?", help="words, phrases, filters (see below)")
     search.add_argument("--image", type=Path, help="search with a photo instead of (or as well as) words")
     search.add_argument("--in", dest="target", choices=["images", "texts"], default="images", help="what to return")
@@ -101,11 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     cache = commands.add_parser("rerank-cache", help="precompute reranker image features for the whole library (disk)")
-    _common(cache)
+    add_common_options(cache)
     cache.add_argument("--rerank", metavar="SPEC", help="the reranker (env PIXSEARCH_RERANKER)")
 
     serve = commands.add_parser("serve", help="the web UI and JSON API over the library")
-    _common(serve)
+    add_common_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--captioner", metavar="SPEC", help="captions on result pages (env PIXSEARCH_CAPTIONER)")
@@ -114,12 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--entailer", metavar="SPEC", help="checks statements about a photo (env PIXSEARCH_ENTAILER)")
 
     duplicates = commands.add_parser("duplicates", help="list groups of near-identical photos")
-    _common(duplicates)
+    add_common_options(duplicates)
     duplicates.add_argument("--threshold", type=float, default=0.95, help="cosine similarity (default 0.95)")
     duplicates.add_argument("--json", action="store_true", help="machine-readable output")
 
     status = commands.add_parser("status", help="what the library holds")
-    _common(status)
+    add_common_options(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     from pixsearch.tagging.cli import register as register_tag

@@ -26,14 +26,14 @@ ENTAILER_ENV = "PIXSEARCH_ENTAILER"
 
 def register(commands: Any) -> None:
     """Add the `tag` sub-command to the CLI's sub-parsers."""
-    from pixsearch.cli import _common
+    from pixsearch.cli import add_common_options
 
     tag = commands.add_parser(
         "tag",
         help="tag photos (zero-shot, ImageNet, OCR), check tags, write XMP sidecars, edit tags",
         description="Without options: zero-shot tags for every photo, with the library's own dual encoder.",
     )
-    _common(tag)
+    add_common_options(tag)
     models = tag.add_argument_group("tagging with models")
     models.add_argument("--zero-shot", action="store_true", help="tags from the vocabulary with the library's encoder")
     models.add_argument("--imagenet", action="store_true", help="the offline ImageNet classifier (packaged weights)")

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pixsearch.cli import _common, print_json
+from pixsearch.cli import add_common_options, print_json
 from pixsearch.evaluation.readers import BadRowPolicy
 from pixsearch.settings import Settings
 
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
 
 
 def _synth_parser(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_options(parser)
     parser.add_argument("output", type=Path, help="folder to write the data set into")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, default=1000, help="scenes in the train split")
@@ -61,7 +61,7 @@ def _synth_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_options(parser)
     parser.add_argument("backend", choices=["clip", "siglip", "blip-itm", "blip-caption", "blip-vqa"])
     parser.add_argument(
         "--data", type=Path, required=True, help="captions (.json Karpathy, .csv, .jsonl); VQA: questions .jsonl"
@@ -91,7 +91,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval_parser(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_options(parser)
     parser.add_argument("--data", type=Path, help="captions (.json Karpathy, .csv, .jsonl)")
     parser.add_argument("--images", type=Path, help="image root (default: the data file's folder)")
     parser.add_argument("--split", default="test", help="evaluate this split ('all' for every row)")
@@ -109,7 +109,7 @@ def _eval_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo_parser(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_options(parser)
     parser.add_argument("--dir", type=Path, help="where the demo keeps its data and models (default: user cache)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
