@@ -5,6 +5,9 @@ Formats:
 - A captions file: CSV with a header (columns image, caption and optionally split) or JSONL with the
   same keys, one caption per row; image paths are relative to the image root (default: the file's folder).
 - A questions file: JSONL rows {"image", "question", "answer"} or {"image", "question", "answers": [...]}.
+- A negatives file: CSV or JSONL rows {"image", "negative", "caption"?}: a caption false of the image,
+  best a minimal edit (attributes or a relation swapped) of the true caption named in "caption";
+  for training a reranker.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pixsearch.errors import ConfigError
 
 _IMAGE_KEYS = ("image", "file", "filename", "path")
 _CAPTION_KEYS = ("caption", "text", "sentence")
+_NEGATIVE_KEYS = ("negative",)
 VQA_ANSWERS = 10  # VQAv2 has ten human answers per question; a single "answer" stands for ten agreeing ones
 
 
@@ -187,6 +191,39 @@ def read_caption_file(path: Path, image_root: Path | None = None) -> CaptionSet:
     return result
 
 
+@dataclass(frozen=True)
+class Negative:
+    image: Path
+    negative: str  # a caption false of the image
+    edits: str | None  # the true caption it was made from, if the file says
+    line: int
+
+
+@dataclass
+class NegativeSet:
+    negatives: list[Negative] = field(default_factory=list)
+    bad: list[BadRow] = field(default_factory=list)
+
+
+def read_negatives(path: Path, image_root: Path | None = None) -> NegativeSet:
+    """Hard negative captions of a CSV or JSONL negatives file (see the module docstring)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".jsonl"):
+        raise ConfigError(f"{path}: a negatives file is .csv or .jsonl with columns image and negative")
+    root = Path(image_root) if image_root is not None else path.parent
+    result = NegativeSet()
+    for number, row in _rows(path, _NEGATIVE_KEYS):
+        if isinstance(row, str):
+            result.bad.append(BadRow(path, number, row))
+            continue
+        image, negative = _first(row, _IMAGE_KEYS), _first(row, _NEGATIVE_KEYS)
+        if not image or not negative:
+            result.bad.append(BadRow(path, number, "needs 'image' and 'negative'"))
+        else:
+            result.negatives.append(Negative(root / image, negative, _first(row, _CAPTION_KEYS), number))
+    return result
+
+
 def read_questions(path: Path, image_root: Path | None = None, check_images: bool = True) -> QuestionSet:
     """Questions of a JSONL file (see the module docstring); a single 'answer' counts as ten agreeing answers."""
     path = Path(path)
@@ -248,7 +285,7 @@ def _drop_unreadable(result: CaptionSet) -> CaptionSet:
     return kept
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _rows(path: Path, text_keys: tuple[str, ...] = _CAPTION_KEYS) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line number, row) for each non-blank row; a row that does not parse comes as a reason string."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -257,7 +294,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read ({error})") from None
     if path.suffix.lower() == ".csv":
-        yield from _csv_rows(path, text)
+        yield from _csv_rows(path, text, text_keys)
         return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -270,14 +307,16 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         yield number, row if isinstance(row, dict) else "not a JSON object"
 
 
-def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _csv_rows(path: Path, text: str, text_keys: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any] | str]]:
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if header is None:
         return
     header = [h.strip().lower() for h in header]
-    if not any(k in header for k in _IMAGE_KEYS) or not any(k in header for k in _CAPTION_KEYS):
-        raise ConfigError(f"{path}, line 1: the header must name an image column and a caption column, got {header}")
+    if not any(k in header for k in _IMAGE_KEYS) or not any(k in header for k in text_keys):
+        raise ConfigError(
+            f"{path}, line 1: the header must name an image column and a {text_keys[0]} column, got {header}"
+        )
     for row in reader:
         number = reader.line_num
         if not any(cell.strip() for cell in row):

@@ -127,7 +127,10 @@ def write_dataset(
                 report.questions += 1
             for kind, negative in hard_negatives(item.scene):
                 neg_file.write(
-                    json.dumps({"image": image, "caption": texts[0], "negative": negative, "kind": kind}) + "\n"
+                    json.dumps(
+                        {"image": image, "caption": texts[0], "negative": negative, "kind": kind, "split": item.split}
+                    )
+                    + "\n"
                 )
             if item.twin_of is not None:
                 report.twins += 1

@@ -21,6 +21,15 @@ class ItmTask(_Task):
     Hard negatives come in gradually (share 0 before `hard_from`, rising to `hard_share` over
     `hard_ramp` steps): a model trained from scratch first has to learn to match at all, and facing
     near-identical negatives from the first step it only learns the prior ("no match" 2 times in 3).
+
+    Where the data carries explicit negatives (`TrainData.negatives`: captions false of an image,
+    such as a true caption with two attributes swapped), a ranking loss is added from the first
+    step: a true caption must out-score `ranked` of its false edits (softmax over the ITM match
+    margins, weighted `rank_weight`). Mined negatives rarely differ from a true caption only in
+    word order, so without this term a model learns a bag of words and cannot tell "a red circle
+    left of a blue square" from "a blue circle left of a red square"; with it, tiny models from
+    scratch learn the binding (measured on the synthetic world: twin pairs at chance without,
+    about 0.7 with).
     """
 
     def __init__(
@@ -33,10 +42,13 @@ class ItmTask(_Task):
         hard_share: float = 0.8,
         hard_from: int = 0,
         hard_ramp: int = 1,
+        rank_weight: float = 3.0,
+        ranked: int = 3,
     ) -> None:
         super().__init__(spec, data, batch_size, seed)
         self.negatives = negatives
         self.hard_share = hard_share
+        self.rank_weight, self.ranked = rank_weight, ranked
         self.hard_from, self.hard_ramp = hard_from, max(1, hard_ramp)
         self.items_per_step = 3 * self.batch_size  # image-text pairs scored per step
         self._text_ids = {text: i for i, text in enumerate(negatives.texts)}
@@ -80,18 +92,42 @@ class ItmTask(_Task):
         # ITM over (image, caption) = 1, (image, wrong caption) = 0, (wrong image, caption) = 0
         ids = _pad_cat(good["input_ids"], bad["input_ids"], good["input_ids"], self.tokenizer.pad_token_id)
         mask = _pad_cat(good["attention_mask"], bad["attention_mask"], good["attention_mask"], 0)
-        hidden = model.text_encoder(
-            input_ids=ids, attention_mask=mask, encoder_hidden_states=torch.cat([right, right, wrong])
-        ).last_hidden_state
         labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long()
-        itm = F.cross_entropy(model.itm_head(hidden[:, 0, :]), labels)
+        itm = F.cross_entropy(self._itm(ids, mask, torch.cat([right, right, wrong])), labels)
         text_only = model.text_encoder(input_ids=good["input_ids"], attention_mask=good["attention_mask"])
         image_feat = F.normalize(model.vision_proj(right[:, 0, :]), dim=-1)
         text_feat = F.normalize(model.text_proj(text_only.last_hidden_state[:, 0, :]), dim=-1)
         logits = image_feat @ text_feat.T / ITC_TEMPERATURE
         target = torch.arange(n)
         itc = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        return itm + itc
+        ranking = self._ranking(rng, rows, right)
+        return itm + itc if ranking is None else itm + itc + self.rank_weight * ranking
+
+    def _itm(self, ids: torch.Tensor, mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """ITM logits (no match, match) of token rows against image token rows."""
+        hidden = self.model.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=image)
+        return self.model.itm_head(hidden.last_hidden_state[:, 0, :])
+
+    def _ranking(self, rng: np.random.Generator, rows: np.ndarray, vision: torch.Tensor) -> torch.Tensor | None:
+        """Cross-entropy of a true caption of each image against `ranked` of its edits that are false
+        (explicit negatives), or None when no image of the batch has any."""
+        known = self.data.negatives
+        picked = [j for j, i in enumerate(rows) if known and known[i]] if self.rank_weight > 0 else []
+        if not picked:
+            return None
+        texts = []
+        for j in picked:
+            pairs = known[rows[j]]
+            caption = pairs[rng.integers(len(pairs))][0]
+            false = [negative for true, negative in pairs if true == caption]
+            chosen = rng.choice(len(false), size=self.ranked, replace=len(false) < self.ranked)
+            texts += [caption, *(false[k] for k in chosen)]
+        tokens = self.tokens(texts)
+        logits = self._itm(
+            tokens["input_ids"], tokens["attention_mask"], vision[picked].repeat_interleave(self.ranked + 1, 0)
+        )
+        margins = (logits[:, 1] - logits[:, 0]).view(len(picked), self.ranked + 1)
+        return F.cross_entropy(margins, torch.zeros(len(picked), dtype=torch.long))
 
 
 def _pad_cat(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, pad: int) -> torch.Tensor:

@@ -77,6 +77,11 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
         help="skip bad rows (named) or stop before training",
     )
     parser.add_argument("--miner", help="blip-itm: dual encoder spec that mines hard negatives")
+    parser.add_argument(
+        "--negatives",
+        type=Path,
+        help="blip-itm: captions false of the images (.csv / .jsonl, columns image and negative), e.g. swapped attributes",
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -86,6 +91,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny-image-size", type=int, default=32)
     parser.add_argument("--tiny-hidden", type=int, default=64)
     parser.add_argument("--tiny-layers", type=int, default=2)
+    parser.add_argument("--tiny-patch", type=int, default=4, help="patch size of a tiny vision tower, in pixels")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.set_defaults(handler=run_train)
 
@@ -156,13 +162,19 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         data=args.data,
         output=args.out,
         init=args.init,
-        tiny=TinyConfig(image_size=args.tiny_image_size, hidden=args.tiny_hidden, layers=args.tiny_layers),
+        tiny=TinyConfig(
+            image_size=args.tiny_image_size,
+            patch_size=args.tiny_patch,
+            hidden=args.tiny_hidden,
+            layers=args.tiny_layers,
+        ),
         image_root=args.images,
         split=None if args.split == "all" else args.split,
         policy=BadRowPolicy(args.bad_rows),
         batch_size=args.batch_size,
         seed=args.seed,
         miner=args.miner,
+        negatives=args.negatives,
         options=TrainOptions(
             steps=args.steps, lr=args.lr, checkpoint_every=args.checkpoint_every, resume=not args.no_resume
         ),

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pixsearch.errors import BadImageError, ConfigError
-from pixsearch.evaluation.readers import BadRow, BadRowPolicy, enforce, read_pairs, read_questions
+from pixsearch.evaluation.readers import BadRow, BadRowPolicy, enforce, read_negatives, read_pairs, read_questions
 from pixsearch.imageio import DEFAULT_MAX_PIXELS, load_image
 from pixsearch.models.preprocess import ImageTransform, apply_transform
 
@@ -33,6 +33,7 @@ class TrainData:
     pixels: npt.NDArray[np.float32]  # [n, 3, H, W]
     captions: list[list[str]] = field(default_factory=list)
     qa: list[list[tuple[str, str]]] = field(default_factory=list)
+    negatives: list[list[tuple[str, str]]] = field(default_factory=list)  # per image: (true caption, false edit)
     skipped: list[BadRow] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -126,3 +127,44 @@ def load_questions(
         raise ConfigError(f"{path}: no usable questions{f' in split {split!r}' if split else ''}")
     images = list(grouped)
     return TrainData(images, np.stack([pixels[i] for i in images]), qa=[grouped[i] for i in images], skipped=bad)
+
+
+def attach_negatives(
+    data: TrainData,
+    path: Path,
+    *,
+    image_root: Path | None = None,
+    policy: BadRowPolicy = BadRowPolicy.SKIP,
+) -> int:
+    """Read a negatives file (see `evaluation.readers`) into `data.negatives`; returns how many were kept.
+
+    Each negative is paired with the true caption it edits (the row's caption; the image's first
+    caption when the row names none). Rows about images outside the training data (another split,
+    say) are not used. A row whose negative is one of the image's own captions, or whose caption is
+    not, is a bad row.
+
+    Raises:
+        DataSetError: bad rows under the STOP policy (each named by file and line), before any training.
+        ConfigError: an unreadable file.
+    """
+    rows = read_negatives(path, image_root)
+    position = {image.resolve(): i for i, image in enumerate(data.images)}
+    negatives: list[list[tuple[str, str]]] = [[] for _ in data.images]
+    bad = list(rows.bad)
+    for row in rows.negatives:
+        i = position.get(row.image.resolve())
+        if i is None:
+            continue
+        own = data.captions[i]
+        if row.negative in own:
+            bad.append(BadRow(path, row.line, f"{row.image}: the negative is one of the image's own captions"))
+        elif row.edits is not None and row.edits not in own:
+            bad.append(BadRow(path, row.line, f"{row.image}: {row.edits!r} is not one of the image's captions"))
+        elif (pair := (row.edits or own[0], row.negative)) not in negatives[i]:
+            negatives[i].append(pair)
+    enforce(bad, policy, str(path))
+    for row in bad:
+        log.warning("skipped %s", row)
+    data.negatives = negatives
+    data.skipped.extend(bad)
+    return sum(len(n) for n in negatives)

@@ -13,7 +13,7 @@ from pixsearch.evaluation.readers import BadRowPolicy
 from pixsearch.models import registry
 from pixsearch.models.roles import Role
 from pixsearch.models.spec import ModelOptions, ModelSpec
-from pixsearch.train.data import TrainData, load_captions, load_questions
+from pixsearch.train.data import TrainData, attach_negatives, load_captions, load_questions
 from pixsearch.train.loop import TrainOptions, TrainProgress, TrainReport, train
 from pixsearch.train.tasks import TRAINABLE, image_transform, model_directory
 from pixsearch.train.tiny import TinyConfig, build_tiny
@@ -32,6 +32,8 @@ class TrainJob:
     data: a captions file (Karpathy JSON, CSV, JSONL) or, for blip-vqa, a questions JSONL file.
     init: the checkpoint to start from (a folder or hub id); None builds a tiny model from scratch.
     miner: for blip-itm, the dual encoder spec whose confusions give the hard negatives.
+    negatives: for blip-itm, an optional file of captions false of the training images (CSV or JSONL
+        with columns image and negative, paths relative to image_root); they teach word order.
     """
 
     backend: str
@@ -45,6 +47,7 @@ class TrainJob:
     batch_size: int = 64
     seed: int = 0
     miner: str | None = None
+    negatives: Path | None = None
     options: TrainOptions = field(default_factory=TrainOptions)
 
     def check(self) -> None:
@@ -52,6 +55,8 @@ class TrainJob:
             raise ConfigError(f"pixsearch cannot train {self.backend!r}; it trains {', '.join(TRAINABLE)}")
         if self.backend == "blip-itm" and not self.miner:
             raise ConfigError("training blip-itm needs a dual encoder to mine hard negatives (--miner SPEC)")
+        if self.negatives is not None and self.backend != "blip-itm":
+            raise ConfigError(f"a negatives file trains a blip-itm reranker, not {self.backend}")
         if self.backend == "siglip" and self.init is None:
             raise ConfigError(
                 "siglip is fine-tuned from a checkpoint (--init); tiny models from scratch are clip / blip"
@@ -80,6 +85,9 @@ def run_job(job: TrainJob, progress: Progress = _silent, model_options: ModelOpt
     decode = lambda done, total: progress("check images", done, total, None)  # noqa: E731
     loader = load_questions if job.backend == "blip-vqa" else load_captions
     data = loader(job.data, transform, image_root=job.image_root, split=job.split, policy=job.policy, progress=decode)
+    if job.negatives is not None:
+        kept = attach_negatives(data, job.negatives, image_root=job.image_root, policy=job.policy)
+        log.info("%d explicit negatives for %d training images", kept, sum(1 for n in data.negatives if n))
     task = _task(job, spec, data, progress, model_options or ModelOptions(dtype="float32"))
 
     def step(event: TrainProgress) -> None:
