@@ -194,6 +194,18 @@ class ClipEncoder(HfDualEncoder):
     def _image_vectors(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._vision(pixel_values=pixels).image_embeds
 
+    @property
+    def logit_scale(self) -> float:
+        """The learned inverse temperature: cosine similarity times this is the model's logit."""
+        from safetensors import SafetensorError, safe_open
+
+        weights = self._directory() / "model.safetensors"
+        try:
+            with safe_open(str(weights), framework="pt") as file:
+                return float(file.get_tensor("logit_scale").float().exp())
+        except (OSError, KeyError, SafetensorError) as error:
+            raise ModelLoadError(f"model {self.spec}: no logit_scale in {weights} ({error})") from error
+
 
 class SiglipEncoder(HfDualEncoder):
     """`siglip:` — SigLIP; texts are padded to the fixed length the model was trained with."""

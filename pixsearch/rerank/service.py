@@ -28,6 +28,7 @@ MAX_RERANK_K = 256
 class RerankOptions:
     k: int = 16  # on a CPU a BLIP-base ITM pass costs ~20 GFLOP per candidate once vision is cached
     fusion: Fusion = Fusion.ITM_PLUS_SIMILARITY
+    similarity_weight: float = 1.0  # itm+sim: the first-stage similarity's weight (see `fusion.fuse`)
     memory_cache_bytes: int = 512 * 2**20
     disk_cache: bool = False  # also keep features on disk (float16) under the library
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -35,6 +36,8 @@ class RerankOptions:
     def __post_init__(self) -> None:
         if not 1 <= self.k <= MAX_RERANK_K:
             raise ConfigError(f"rerank k must be between 1 and {MAX_RERANK_K}, got {self.k}")
+        if not 0 <= self.similarity_weight < float("inf"):
+            raise ConfigError(f"similarity weight must be finite and >= 0, got {self.similarity_weight}")
 
 
 class RerankService:
@@ -89,7 +92,7 @@ class RerankService:
         if usable:
             itm[usable] = self.reranker.score_features(query, [features[i] for i in usable])
         similarity = np.asarray([hit.score for hit in top], dtype=np.float32)
-        final = fuse(itm, similarity, self.options.fusion)
+        final = fuse(itm, similarity, self.options.fusion, self.options.similarity_weight)
         rescored = [
             dataclasses.replace(hit, score=float(f), first_stage_score=hit.score, rerank_score=float(s))
             for hit, f, s in zip(top, final, itm, strict=True)
@@ -107,7 +110,8 @@ class RerankService:
             itm = np.asarray(batched(feature, [hit.text for hit in top]), dtype=np.float32)
         else:
             itm = np.asarray([self.reranker.score_features(hit.text, [feature])[0] for hit in top], dtype=np.float32)
-        final = fuse(itm, np.asarray([hit.score for hit in top], dtype=np.float32), self.options.fusion)
+        similarity = np.asarray([hit.score for hit in top], dtype=np.float32)
+        final = fuse(itm, similarity, self.options.fusion, self.options.similarity_weight)
         rescored = [
             dataclasses.replace(hit, score=float(f), first_stage_score=hit.score, rerank_score=float(s))
             for hit, f, s in zip(top, final, itm, strict=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pixsearch.train.loop import TrainOptions, TrainProgress, TrainReport, last_checkpoint, train
 from pixsearch.train.run import TrainJob, run_job
-from pixsearch.train.tiny import TinyConfig, build_tiny
+from pixsearch.train.tiny import TINY_RERANKER, TinyConfig, build_tiny
 
 __all__ = [
+    "TINY_RERANKER",
     "TinyConfig",
     "TrainJob",
     "TrainOptions",

@@ -43,7 +43,7 @@ class ItmTask(_Task):
         hard_from: int = 0,
         hard_ramp: int = 1,
         rank_weight: float = 3.0,
-        ranked: int = 3,
+        ranked: int = 4,
     ) -> None:
         super().__init__(spec, data, batch_size, seed)
         self.negatives = negatives

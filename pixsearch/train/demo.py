@@ -19,12 +19,13 @@ from pixsearch.storage import Library
 from pixsearch.synth import SynthOptions, write_dataset
 from pixsearch.train.loop import TrainOptions
 from pixsearch.train.run import TrainJob, run_job
+from pixsearch.train.tiny import TINY_RERANKER, TinyConfig
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, float | None], None]
 MODELS = ("clip", "blip-itm", "blip-caption", "blip-vqa")
-STEPS = {"clip": 300, "blip-itm": 900, "blip-caption": 500, "blip-vqa": 500}
+STEPS = {"clip": 300, "blip-itm": 700, "blip-caption": 500, "blip-vqa": 500}
 QUICK_STEPS = 3
 
 
@@ -116,6 +117,8 @@ def _train(
         batch_size=32 if backend == "blip-itm" else 64,
         seed=options.seed,
         miner=miner if backend == "blip-itm" else None,
+        negatives=data / "negatives.jsonl" if backend == "blip-itm" else None,
+        tiny=TINY_RERANKER if backend == "blip-itm" else TinyConfig(),
         options=TrainOptions(steps=steps, lr=1e-3, warmup=min(30, steps), checkpoint_every=200),
     )
     model_options = ModelOptions(device=settings.device, dtype="float32")
@@ -137,7 +140,8 @@ def serve_demo(demo: Demo, settings: Settings, host: str = "127.0.0.1", port: in
         create(demo.specs["blip-itm"], Role.RERANKER, model_options),
         demo.specs["blip-itm"],
         demo.library,
-        RerankOptions(),
+        # the tiny reranker is weaker than the dual encoder on unrelated scenes: fuse logit with logit
+        RerankOptions(similarity_weight=create(demo.specs["clip"], Role.DUAL_ENCODER).logit_scale),
     )
     options = WebOptions(
         captioner=demo.specs["blip-caption"], answerer=demo.specs["blip-vqa"], reranker=demo.specs["blip-itm"]

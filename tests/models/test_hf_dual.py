@@ -54,3 +54,12 @@ def test_chinese_clip_end_to_end(tmp_path) -> None:
     assert texts.shape == (2, 16) and images.shape == (2, 16)
     assert not np.allclose(texts[0], texts[1])  # the Chinese characters reach the model
     assert encoder.transform.mode == "squash"
+
+
+def test_clip_logit_scale_is_read_from_the_checkpoint(tiny_clip_dir) -> None:
+    import math
+
+    from safetensors.torch import load_file
+
+    stored = float(load_file(tiny_clip_dir / "model.safetensors")["logit_scale"])
+    assert create(f"clip:{tiny_clip_dir}").logit_scale == pytest.approx(math.exp(stored))

@@ -65,6 +65,16 @@ def test_itm_only_fusion(setup) -> None:
     assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
 
 
+def test_similarity_weight_scales_the_first_stage_score(setup) -> None:
+    library, spec, reranker, hits = setup
+    weight = 40.0
+    service = RerankService(reranker, spec, library.root, RerankOptions(k=8, similarity_weight=weight))
+    for hit in service.rerank_images(QUERY, hits)[:8]:
+        assert hit.score == pytest.approx(hit.rerank_score + weight * hit.first_stage_score, abs=1e-3)
+    with pytest.raises(ConfigError, match="similarity weight"):
+        RerankOptions(similarity_weight=-1.0)
+
+
 def test_memory_cache_skips_the_vision_tower_the_second_time(setup, monkeypatch) -> None:
     library, spec, reranker, hits = setup
     service = RerankService(reranker, spec, library.root, RerankOptions(k=5))

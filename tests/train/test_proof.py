@@ -14,18 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from pixsearch.imageio import load_image
 from pixsearch.indexer import Indexer, IndexOptions
 from pixsearch.models import Role, create
 from pixsearch.rerank import Fusion, RerankOptions, RerankService
 from pixsearch.search import SearchService
 from pixsearch.storage import Library
 from pixsearch.synth import SynthOptions, write_dataset
-from pixsearch.train import TrainJob, TrainOptions, run_job
+from pixsearch.train import TINY_RERANKER, TrainJob, TrainOptions, run_job
 
 log = logging.getLogger(__name__)
 
 CLIP_STEPS = 250
-ITM_STEPS = 500
+ITM_STEPS = 700
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +52,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
             root / "itm",
             batch_size=32,
             miner=f"clip:{root / 'clip'}",
+            negatives=data / "negatives.jsonl",
+            tiny=TINY_RERANKER,
             options=TrainOptions(steps=ITM_STEPS, lr=1e-3, warmup=30, checkpoint_every=10_000),
         )
     )
     library = Library.open(root / "library")
     encoder = create(f"clip:{root / 'clip'}", Role.DUAL_ENCODER)
+    logit_scale = encoder.logit_scale
     report = Indexer(library, encoder, IndexOptions(workers=0)).run([data / "images" / "test"])
     return {
         "root": root,
         "data": data,
         "library": library,
         "images": report.embedded,
+        "logit_scale": logit_scale,
         "figures": {
             "clip_seconds": clip.seconds,
             "itm_seconds": itm.seconds,
@@ -88,7 +93,10 @@ def _r_at_1(world: dict, queries: list[tuple[str, str]], rerank: RerankService |
 
 def _reranker(world: dict, fusion: Fusion) -> RerankService:
     spec = f"blip-itm:{world['root'] / 'itm'}"
-    return RerankService(create(spec, Role.RERANKER), spec, world["root"], RerankOptions(k=16, fusion=fusion))
+    # the tiny reranker is weaker than the dual encoder at telling unrelated scenes apart: its logit
+    # is added to the dual encoder's logit (similarity times CLIP's logit scale), not to the cosine
+    options = RerankOptions(k=16, fusion=fusion, similarity_weight=world["logit_scale"])
+    return RerankService(create(spec, Role.RERANKER), spec, world["root"], options)
 
 
 def _record(world: dict, **figures: float) -> None:
@@ -106,17 +114,31 @@ def test_text_to_image_far_above_chance_on_held_out_scenes(world: dict) -> None:
     _record(world, chance=chance, r1_dual=dual, r1_reranked=reranked, r1_itm_only=itm_only, queries=len(queries))
     assert dual >= 15 * chance  # measured about 0.5-0.6 against a chance of ~0.01
     assert reranked >= 15 * chance
+    assert reranked >= dual  # measured 0.670 against 0.636
     # the reranker on its own (ITM logit only, over the dual encoder's top 16) must have learned to match
     assert itm_only >= 8 * chance
 
 
-@pytest.mark.xfail(
-    reason="the tiny BLIP ITM does not yet learn attribute/relation binding in the CI budget", strict=False
-)
 def test_reranker_beats_the_dual_encoder_on_swapped_attribute_queries(world: dict) -> None:
     rows = _queries(world["data"], "contrast.jsonl")
     queries = [(row["query"], row["image"]) for row in rows]
+    # the reranker on its own tells a scene from its twin (one attribute swapped, or the relation
+    # reversed) more often than the coin flip a bag of words gets
+    reranker = create(f"blip-itm:{world['root'] / 'itm'}", Role.RERANKER)
+    right = 0
+    for row in rows:
+        scores = reranker.score(
+            row["query"], [load_image(world["data"] / p) for p in (row["image"], row["distractor"])]
+        )
+        right += scores[0] > scores[1]
     dual = _r_at_1(world, queries, None)
     reranked = _r_at_1(world, queries, _reranker(world, Fusion.ITM_PLUS_SIMILARITY))
-    _record(world, contrast_queries=len(queries), contrast_r1_dual=dual, contrast_r1_reranked=reranked)
-    assert reranked > dual
+    _record(
+        world,
+        contrast_queries=len(queries),
+        contrast_pairs_right=right / len(rows),
+        contrast_r1_dual=dual,
+        contrast_r1_reranked=reranked,
+    )
+    assert right / len(rows) >= 0.6  # measured 0.68 (colour swaps 0.85, shape 0.75, relation 0.5)
+    assert reranked > dual  # measured 0.571 against 0.536
