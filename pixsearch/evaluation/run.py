@@ -30,6 +30,7 @@ class EvalOptions:
     ks: tuple[int, ...] = (1, 5, 10)
     rerank_k: int = 16
     fusion: Fusion = Fusion.ITM_PLUS_SIMILARITY
+    similarity_weight: float = 1.0  # itm+sim: weight of the first-stage similarity (see `rerank.fusion.fuse`)
     batch_size: int = 32
     max_pixels: int = 100_000_000
 
@@ -111,7 +112,12 @@ def _named(recalls: dict[int, float]) -> dict[str, float]:
 
 def _service(reranker: tuple[Reranker, str], options: EvalOptions) -> RerankService:
     model, spec = reranker
-    rerank_options = RerankOptions(k=options.rerank_k, fusion=options.fusion, max_pixels=options.max_pixels)
+    rerank_options = RerankOptions(
+        k=options.rerank_k,
+        fusion=options.fusion,
+        similarity_weight=options.similarity_weight,
+        max_pixels=options.max_pixels,
+    )
     # no disk cache, so the root is never written to
     return RerankService(model, spec, Path(tempfile.gettempdir()), rerank_options)
 

@@ -105,6 +105,12 @@ def _eval_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerank", metavar="SPEC", help="also report recall after reranking with this model")
     parser.add_argument("--rerank-k", type=int, default=16)
     parser.add_argument("--fusion", choices=["itm+sim", "itm"], default="itm+sim")
+    parser.add_argument(
+        "--sim-weight",
+        type=float,
+        default=1.0,
+        help="itm+sim: weight of the first-stage similarity (1 as LAVIS; the dual encoder's logit scale for a weak reranker)",
+    )
     parser.add_argument("--questions", type=Path, help="questions .jsonl for VQA accuracy")
     parser.add_argument("--answerer", metavar="SPEC", help="VQA model")
     parser.add_argument("--captioner", metavar="SPEC", help="captioning model (BLEU-4, CIDEr against --data)")

@@ -41,7 +41,10 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
             encoder = create(args.model, Role.DUAL_ENCODER, options)
             reranker = (create(args.rerank, Role.RERANKER, options), args.rerank) if args.rerank else None
             eval_options = EvalOptions(
-                rerank_k=args.rerank_k, fusion=Fusion.parse(args.fusion), max_pixels=settings.max_pixels
+                rerank_k=args.rerank_k,
+                fusion=Fusion.parse(args.fusion),
+                similarity_weight=args.sim_weight,
+                max_pixels=settings.max_pixels,
             )
             retrieval = evaluate_retrieval(data, encoder, reranker, eval_options, progress)
             retrieval["chance R@1 text_to_image"] = 1 / retrieval["images"]

@@ -40,7 +40,7 @@ def test_synth_train_eval_commands(demo_dir: Path, tmp_path: Path, capsys: pytes
     models = demo_dir / "models"
     results = tmp_path / "results.json"
     eval_args = ["eval", "--data", str(data / "captions.csv"), "--model", f"clip:{out}", "--json", str(results)]
-    eval_args += ["--rerank", f"blip-itm:{models / 'blip-itm'}", "--rerank-k", "4"]
+    eval_args += ["--rerank", f"blip-itm:{models / 'blip-itm'}", "--rerank-k", "4", "--sim-weight", "10"]
     eval_args += ["--captioner", f"blip-caption:{models / 'blip-caption'}"]
     eval_args += ["--answerer", f"blip-vqa:{models / 'blip-vqa'}", "--questions", str(data / "questions.jsonl")]
     assert main(eval_args) == 0
