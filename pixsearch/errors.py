@@ -46,3 +46,12 @@ class NotFoundError(PixsearchError):
 
 class EmptyIndexError(LibraryError):
     """A search was asked of an index that holds nothing yet."""
+
+
+class FileAccessError(PixsearchError):
+    """A library file may not be opened: missing, a link, not a regular file, or outside the roots."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason

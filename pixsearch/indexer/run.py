@@ -89,6 +89,7 @@ class Indexer:
         report.scanned = len(entries)
         report.skipped.extend(Failure(p.path, p.reason) for p in problems)
         with self.library.session() as session:
+            self.library.add_photo_roots(session, folders)
             known = writer.known_images(session, [str(f) for f in folders], self._model.key)
             by_hash = writer.vectors_by_hash(session, self._model.key)
         scanned = compare_scan(entries, known)

@@ -9,8 +9,9 @@ rebuilt from the stored vectors on open, so SQL rows and index never disagree.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -94,6 +95,18 @@ class Library:
         value = self.generation(session, kind, key) + 1
         self.set_meta(session, f"generation:{kind}:{key}", str(value))
         return value
+
+    # -- photo folders ----------------------------------------------------------------------
+    def photo_roots(self, session: Session) -> list[str]:
+        """The folders this library has indexed (resolved paths); only files below them are ever served."""
+        raw = self.get_meta(session, "photo_roots")
+        return list(json.loads(raw)) if raw else []
+
+    def add_photo_roots(self, session: Session, roots: Sequence[Path | str]) -> None:
+        known = self.photo_roots(session)
+        merged = sorted(set(known) | {str(root) for root in roots})
+        if merged != known:
+            self.set_meta(session, "photo_roots", json.dumps(merged))
 
     # -- models ---------------------------------------------------------------------------
     def active_model(self, session: Session) -> ModelRow | None:
