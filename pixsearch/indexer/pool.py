@@ -1,16 +1,28 @@
-"""Worker processes for reading and decoding, with a bounded number of tasks in flight."""
+"""Worker processes for reading and decoding, with a bounded number of tasks in flight.
+
+The workers are tied to the process that made the pool: each holds the read end of a pipe whose
+only write end lives in that process, and exits the moment it reads end-of-file. So a parent
+killed with SIGKILL takes its workers along, and with them the forkserver and the resource
+tracker (which stay only while a worker holds their pipes), and every holder of its stdout.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from multiprocessing import forkserver
+from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_PRELOAD = ["pixsearch.indexer.decode"]
+_ENVIRON_LOCK = threading.Lock()
 
 
 class InlineExecutor(Executor):
@@ -25,17 +37,69 @@ class InlineExecutor(Executor):
         return future
 
 
+class TiedProcessPool(ProcessPoolExecutor):
+    """A forkserver process pool (the parent holds torch threads; forking it is unsafe) whose
+    workers exit as soon as the process that made it is gone, however it died."""
+
+    def __init__(self, workers: int) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+        _start_forkserver()
+        # the read end travels to each worker as it starts; the write end never leaves this process
+        self._lifeline_read, self._lifeline_write = context.Pipe(duplex=False)
+        super().__init__(
+            max_workers=workers, mp_context=context, initializer=_watch_lifeline, initargs=(self._lifeline_read,)
+        )
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:  # workers still running would read EOF and stop mid-task
+            self._lifeline_write.close()
+            self._lifeline_read.close()
+
+
+def _start_forkserver() -> None:
+    """Start the forkserver (and resource tracker) without the current folder on their sys.path.
+
+    They run `python -c ...`, which puts '' first on sys.path: a `pixsearch/` folder where the
+    user stands (a clone) would be imported instead of the installed package. Python 3.11's
+    forkserver ignores the parent's sys.path, so PYTHONSAFEPATH is set while they start.
+    """
+    with _ENVIRON_LOCK:
+        before = os.environ.get("PYTHONSAFEPATH")
+        os.environ["PYTHONSAFEPATH"] = "1"
+        try:
+            forkserver.ensure_running()
+        finally:
+            if before is None:
+                del os.environ["PYTHONSAFEPATH"]
+            else:
+                os.environ["PYTHONSAFEPATH"] = before
+
+
+def _watch_lifeline(lifeline: Connection) -> None:
+    """Worker initializer: a daemon thread ends this process when the parent's pipe closes."""
+    threading.Thread(target=_exit_at_eof, args=(lifeline,), name="pixsearch-lifeline", daemon=True).start()
+
+
+def _exit_at_eof(lifeline: Connection) -> None:
+    try:
+        while True:
+            lifeline.recv_bytes()  # nothing is ever sent: this returns only by raising at EOF
+    except (EOFError, OSError):
+        pass
+    os._exit(1)  # the parent is gone: no one is left to take a result, nothing to clean up
+
+
 def default_workers() -> int:
     return max(1, (os.cpu_count() or 1))
 
 
 def make_executor(workers: int) -> Executor:
-    """A process pool started by forkserver (the parent holds torch threads; forking it is unsafe)."""
+    """A pool of `workers` decode processes tied to this one; workers=0 decodes in this process."""
     if workers <= 0:
         return InlineExecutor()
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pixsearch.indexer.decode"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return TiedProcessPool(workers)
 
 
 def bounded_map(executor: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
