@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISBLK, S_ISCHR, S_ISFIFO, S_ISREG, S_ISSOCK
 
 from pixsearch.errors import ConfigError
 
@@ -42,9 +43,10 @@ def check_roots(roots: Iterable[Path]) -> list[Path]:
 
 
 def scan(roots: Iterable[Path], exclude: Path | None = None) -> Iterator[Entry | Problem]:
-    """Yield every file with a supported extension below `roots`, and a Problem for each one
-    that cannot be indexed by its name or its folder's permissions. Symbolic links to folders
-    are not followed (no loops); `exclude` (the library's own folder) is skipped."""
+    """Yield every regular file with a supported extension below `roots`, and a Problem for each
+    one that cannot be indexed: a bad name, an unreadable folder, a symbolic link (to a file or a
+    folder: links are never followed), a FIFO, device or socket named like a photo. `exclude`
+    (the library's own folder) is skipped."""
     stack = [str(root) for root in roots]
     excluded = str(exclude) if exclude else None
     while stack:
@@ -64,18 +66,29 @@ def scan(roots: Iterable[Path], exclude: Path | None = None) -> Iterator[Entry |
 def _visit(entry: os.DirEntry[str], stack: list[str], excluded: str | None) -> Iterator[Entry | Problem]:
     if entry.name.startswith("."):
         return
+    photo_name = os.path.splitext(entry.name)[1].lower() in EXTENSIONS
     try:
+        if entry.is_symlink():
+            # is_dir() follows the link to stat it (never to read it): a linked folder is worth naming
+            if entry.is_dir():
+                yield Problem(display_path(entry.path), "symbolic link to a folder: not followed")
+            elif photo_name:
+                yield Problem(display_path(entry.path), "symbolic link: not followed")
+            return
         if entry.is_dir(follow_symlinks=False):
             if entry.path != excluded:
                 stack.append(entry.path)
             return
-        if os.path.splitext(entry.name)[1].lower() not in EXTENSIONS or not entry.is_file():
+        if not photo_name:
             return
-        stat = entry.stat()
+        stat = entry.stat(follow_symlinks=False)
     except FileNotFoundError:
         return
     except OSError as error:
         yield Problem(display_path(entry.path), f"unreadable: {error.strerror}")
+        return
+    if not S_ISREG(stat.st_mode):
+        yield Problem(display_path(entry.path), f"not a regular file ({_kind(stat.st_mode)})")
         return
     try:
         entry.path.encode("utf-8")
@@ -83,3 +96,15 @@ def _visit(entry: os.DirEntry[str], stack: list[str], excluded: str | None) -> I
         yield Problem(display_path(entry.path), "file name is not valid UTF-8")
         return
     yield Entry(entry.path, stat.st_size, stat.st_mtime)
+
+
+def _kind(mode: int) -> str:
+    if S_ISFIFO(mode):
+        return "FIFO"
+    if S_ISCHR(mode):
+        return "character device"
+    if S_ISBLK(mode):
+        return "block device"
+    if S_ISSOCK(mode):
+        return "socket"
+    return "unknown kind"

@@ -36,7 +36,7 @@ def make_bad_files(folder: Path) -> dict[str, str]:
         "corrupt.jpg": "",
         "notes.png": "not an image",
         "bomb.png": "pixels",
-        "loop.jpg": "unreadable",
+        "loop.jpg": "symbolic link",
     }
     bad_name = os.fsencode(folder) + b"/bad-\xff\xfe-name.png"
     with open(bad_name, "wb") as handle:
