@@ -1,21 +1,28 @@
-"""Reading, hashing and decoding image files. Runs in worker processes: imports no torch.
+"""Reading, hashing and decoding image files. Runs in worker processes.
 
-Every failure becomes a `Failure(path, reason)` with a reason a person can act on; nothing here
-raises for a bad file.
+Files are opened only through `safefile.open_regular` (no link, regular files only, below the
+folders being indexed), refused by size before a byte is read, hashed in chunks and decoded from
+the open file: memory never holds a whole file. Every failure becomes a `Failure(path, reason)`
+with a reason a person can act on; nothing here raises for a bad file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
-from pixsearch.imageio import DEFAULT_MAX_PIXELS, exif_facts, open_image
+from pixsearch.errors import FileAccessError
+from pixsearch.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode, draft_size, size_problem
 from pixsearch.models.preprocess import ImageTransform, apply_transform
+from pixsearch.safefile import open_regular
+
+_CHUNK = 2**20
 
 
 @dataclass(frozen=True)
@@ -48,58 +55,98 @@ class Prepared:
 
 
 @dataclass(frozen=True)
+class ReadOptions:
+    """Which files may be read, and how large.
+
+    roots: the folders being indexed; a file is opened only below one of them, through no link.
+        Empty: each file's own folder (only the file itself is checked for being a link).
+    max_bytes: larger files are refused before they are read.
+    """
+
+    roots: tuple[str, ...] = ()
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+@dataclass(frozen=True)
 class DecodeOptions:
     transform: ImageTransform
     max_pixels: int = DEFAULT_MAX_PIXELS
     draft: bool = True
+    read: ReadOptions = field(default_factory=ReadOptions)
 
 
-def _read(path: str) -> tuple[bytes, float] | Failure:
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _open(path: str, read: ReadOptions) -> tuple[BinaryIO, os.stat_result]:
+    """The file, open, with its stat; raises _Refused with the reason it may not be read."""
+    absolute = os.path.abspath(path)
     try:
-        with open(path, "rb") as handle:
-            mtime = os.fstat(handle.fileno()).st_mtime
-            data = handle.read()
-    except FileNotFoundError:
-        return Failure(path, "vanished before it could be read")
-    except PermissionError:
-        return Failure(path, "unreadable: permission denied")
-    except IsADirectoryError:
-        return Failure(path, "is a directory")
-    except OSError as error:
-        return Failure(path, f"unreadable: {error.strerror or error}")
-    if not data:
-        return Failure(path, "empty file (0 bytes)")
-    return data, mtime
+        handle = open_regular(absolute, read.roots or (os.path.dirname(absolute),))
+    except FileAccessError as error:
+        raise _Refused("vanished before it could be read" if error.reason == "no such file" else error.reason) from None
+    info = os.fstat(handle.fileno())
+    problem = size_problem(info.st_size, read.max_bytes)
+    if problem:
+        handle.close()
+        raise _Refused(problem)
+    return handle, info
+
+
+def _hash(handle: BinaryIO, max_bytes: int) -> tuple[str, int]:
+    """sha256 and length of the rest of `handle`, read in chunks; refused if it grew past max_bytes."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := handle.read(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise _Refused(f"grew past the limit of {max_bytes} bytes while being read")
+        digest.update(chunk)
+    if size == 0:
+        raise _Refused("empty file (0 bytes)")
+    return digest.hexdigest(), size
 
 
 def hash_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def hash_file(path: str) -> Hashed | Failure:
+def hash_file(path: str, read: ReadOptions | None = None) -> Hashed | Failure:
     """Content hash (sha256) of a file, with the size and mtime it had when read."""
-    read = _read(path)
-    if isinstance(read, Failure):
-        return read
-    data, mtime = read
-    return Hashed(path, hash_bytes(data), len(data), mtime)
+    read = read or ReadOptions()
+    try:
+        handle, info = _open(path, read)
+        with handle:
+            content_hash, size = _hash(handle, read.max_bytes)
+    except _Refused as refused:
+        return Failure(path, refused.reason)
+    except OSError as error:
+        return Failure(path, f"unreadable: {error.strerror or error}")
+    return Hashed(path, content_hash, size, info.st_mtime)
 
 
 def prepare(path: str, options: DecodeOptions) -> Prepared | Failure:
     """Read, hash, decode and transform one file for the model."""
-    read = _read(path)
-    if isinstance(read, Failure):
-        return read
-    data, mtime = read
-    draft = options.transform.size if options.draft else None
+    draft = draft_size(options.transform) if options.draft else None
     try:
-        image, width, height = open_image(data, path, options.max_pixels, draft)
-        pixels = apply_transform(options.transform, image)
+        handle, info = _open(path, options.read)
+        with handle:
+            content_hash, size = _hash(handle, options.read.max_bytes)
+            handle.seek(0)
+            decoded = decode(handle, options.max_pixels, draft)
+        pixels = apply_transform(options.transform, decoded.image)
+    except _Refused as refused:
+        return Failure(path, refused.reason)
     except ValueError as error:
         return Failure(path, str(error))
     except MemoryError:
         return Failure(path, "too large to decode in memory")
+    except OSError as error:
+        return Failure(path, f"unreadable: {error.strerror or error}")
     except Exception as error:  # noqa: BLE001 - one bad file must never end the run
         return Failure(path, f"could not be decoded ({type(error).__name__}: {error})")
-    taken, camera = exif_facts(data)
-    return Prepared(path, hash_bytes(data), len(data), mtime, width, height, taken, camera, pixels)
+    return Prepared(
+        path, content_hash, size, info.st_mtime, decoded.width, decoded.height, decoded.taken_at, decoded.camera, pixels
+    )

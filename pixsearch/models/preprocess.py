@@ -20,6 +20,10 @@ HALF = (0.5, 0.5, 0.5)
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
+# A 10:1 panorama or a 1:30 scrolling screenshot is fine; past 100:1 the shortest-edge resize makes
+# an intermediate of size x (100 * size) and more (a 372-byte 100000x1 PNG would need 15 GB).
+MAX_ASPECT_RATIO = 100
+
 
 @dataclass(frozen=True)
 class ImageTransform:
@@ -58,6 +62,15 @@ def shortest_edge_size(width: int, height: int, size: int) -> tuple[int, int]:
     return (new_short, new_long) if width <= height else (new_long, new_short)
 
 
+def aspect_ratio_problem(width: int, height: int) -> str | None:
+    """Why an image is too thin to preprocess within a bounded amount of memory, or None."""
+    long, short = max(width, height), max(1, min(width, height))
+    if long <= MAX_ASPECT_RATIO * short:
+        return None
+    ratio = f"{round(long / short)}:1" if width >= height else f"1:{round(long / short)}"
+    return f"aspect ratio {ratio} too extreme ({width}x{height}; the limit is {MAX_ASPECT_RATIO}:1)"
+
+
 def center_crop(image: Image.Image, size: int) -> Image.Image:
     left = (image.width - size) // 2
     top = (image.height - size) // 2
@@ -65,8 +78,16 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def apply_transform(transform: ImageTransform, image: Image.Image) -> npt.NDArray[np.float32]:
-    """Resize, crop and normalise one image to float32 [3, size, size]."""
-    image = image.convert("RGB")
+    """Resize, crop and normalise one image to float32 [3, size, size].
+
+    Raises:
+        ValueError: the aspect ratio is past MAX_ASPECT_RATIO (its resize would not fit in memory).
+    """
+    problem = aspect_ratio_problem(image.width, image.height)
+    if problem:
+        raise ValueError(problem)
+    if image.mode not in ("RGB", "L"):  # convert() would copy even an RGB image, at full size
+        image = image.convert("RGB")
     resample = _RESAMPLE[transform.resample]
     if transform.mode == "squash":
         image = image.resize((transform.size, transform.size), resample)
@@ -75,6 +96,8 @@ def apply_transform(transform: ImageTransform, image: Image.Image) -> npt.NDArra
         if new_size != image.size:
             image = image.resize(new_size, resample)
         image = center_crop(image, transform.size)
+    # L is resized first and made RGB after: the very same pixels, for a third of the memory
+    image = image if image.mode == "RGB" else image.convert("RGB")
     pixels = np.asarray(image, dtype=np.float32) / 255.0
     pixels = (pixels - np.asarray(transform.mean, dtype=np.float32)) / np.asarray(transform.std, dtype=np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
