@@ -69,8 +69,7 @@ def _visit(entry: os.DirEntry[str], stack: list[str], excluded: str | None) -> I
     photo_name = os.path.splitext(entry.name)[1].lower() in EXTENSIONS
     try:
         if entry.is_symlink():
-            # is_dir() follows the link to stat it (never to read it): a linked folder is worth naming
-            if entry.is_dir():
+            if _links_to_folder(entry):
                 yield Problem(display_path(entry.path), "symbolic link to a folder: not followed")
             elif photo_name:
                 yield Problem(display_path(entry.path), "symbolic link: not followed")
@@ -96,6 +95,14 @@ def _visit(entry: os.DirEntry[str], stack: list[str], excluded: str | None) -> I
         yield Problem(display_path(entry.path), "file name is not valid UTF-8")
         return
     yield Entry(entry.path, stat.st_size, stat.st_mtime)
+
+
+def _links_to_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether a symbolic link leads to a folder: a stat through it, never a read."""
+    try:
+        return entry.is_dir()
+    except OSError:  # a loop, or a target we may not see
+        return False
 
 
 def _kind(mode: int) -> str:
