@@ -13,7 +13,16 @@ from pathlib import Path
 import torch
 
 from pixsearch.indexer import writer
-from pixsearch.indexer.decode import DEFAULT_MAX_PIXELS, DecodeOptions, Failure, Hashed, Prepared, hash_file, prepare
+from pixsearch.indexer.decode import (
+    DEFAULT_MAX_PIXELS,
+    DecodeOptions,
+    Failure,
+    Hashed,
+    Prepared,
+    ReadOptions,
+    hash_file,
+    prepare,
+)
 from pixsearch.indexer.diff import Actions, compare_scan, resolve
 from pixsearch.indexer.pool import bounded_map, default_workers, make_executor
 from pixsearch.indexer.scan import Entry, Problem, check_roots, scan
@@ -95,11 +104,12 @@ class Indexer:
         scanned = compare_scan(entries, known)
         report.unchanged = scanned.unchanged
         workers = default_workers() if self.options.workers is None else self.options.workers
+        read = ReadOptions(roots=tuple(str(f) for f in folders))  # files are opened only below these, through no link
         with make_executor(workers) as executor:
-            hashed = self._hash(executor, scanned.to_hash, report, notify)
+            hashed = self._hash(executor, scanned.to_hash, read, report, notify)
             actions = resolve(hashed, known, scanned.gone, by_hash)
             self._apply(actions, report)
-            self._embed(executor, actions.embed + scanned.missing_vector, report, notify)
+            self._embed(executor, actions.embed + scanned.missing_vector, read, report, notify)
         with self.library.session() as session:
             writer.replace_failures(session, [str(f) for f in folders], report.skipped)
             if self.options.reindex:
@@ -130,10 +140,13 @@ class Indexer:
         notify(Progress("scan", len(entries), len(entries)))
         return entries, problems
 
-    def _hash(self, executor, to_hash: list[Entry], report: IndexReport, notify: ProgressCallback) -> list[Hashed]:
+    def _hash(
+        self, executor, to_hash: list[Entry], read: ReadOptions, report: IndexReport, notify: ProgressCallback
+    ) -> list[Hashed]:
         hashed: list[Hashed] = []
         paths = (entry.path for entry in to_hash)
-        for done, result in enumerate(bounded_map(executor, hash_file, paths, window=64), start=1):
+        hash_one = functools.partial(hash_file, read=read)
+        for done, result in enumerate(bounded_map(executor, hash_one, paths, window=64), start=1):
             if isinstance(result, Failure):
                 report.skipped.append(result)
             else:
@@ -159,12 +172,14 @@ class Indexer:
         report.touched, report.moved = len(actions.touch), len(actions.move)
         report.copied, report.removed = len(actions.copy), len(actions.delete)
 
-    def _embed(self, executor, paths: list[str], report: IndexReport, notify: ProgressCallback) -> None:
+    def _embed(
+        self, executor, paths: list[str], read: ReadOptions, report: IndexReport, notify: ProgressCallback
+    ) -> None:
         if not paths:
             return
         decode = functools.partial(
             prepare,
-            options=DecodeOptions(self.encoder.transform, self.options.max_pixels, self.options.draft),
+            options=DecodeOptions(self.encoder.transform, self.options.max_pixels, self.options.draft, read),
         )
         window = max(2 * self.options.batch_size, 8)
         failed_before = recorded = len(report.skipped)
