@@ -14,6 +14,7 @@ from pixsearch import __version__
 from pixsearch.errors import (
     BadImageError,
     ConfigError,
+    LibraryBusyError,
     LibraryError,
     ModelLoadError,
     ModelNotFoundError,
@@ -23,6 +24,7 @@ from pixsearch.errors import (
 from pixsearch.settings import DEFAULT_MODEL, Settings
 
 EXIT_CODES = {
+    LibraryBusyError: 75,  # EX_TEMPFAIL: try again later
     ConfigError: 2,
     BadImageError: 2,
     NotFoundError: 2,
@@ -42,6 +44,17 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
 
 
+def add_wait_option(parser: argparse.ArgumentParser) -> None:
+    """`--wait`, for commands that write to the library and so take its writer lock."""
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another process is writing to the library, wait this long for it (default: fail at once)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixsearch", description="Search your photos by words or by a photo.")
     parser.add_argument("--version", action="version", version=f"pixsearch {__version__}")
@@ -49,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", help="index (or update) folders of photos")
     add_common_options(index)
+    add_wait_option(index)
     index.add_argument("folders", nargs="+", type=Path)
     index.add_argument("--model", help=f"dual encoder spec backend:source (default {DEFAULT_MODEL}, or the library's)")
     index.add_argument("--reindex", action="store_true", help="switch the library to --model, re-embedding every image")
@@ -64,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     texts = commands.add_parser("index-texts", help="add a text file (one text per line) for image->text lookups")
     add_common_options(texts)
+    add_wait_option(texts)
     texts.add_argument("file", type=Path)
     texts.add_argument("--collection", help="collection name (default: the file name)")
 

@@ -64,7 +64,11 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     spec = args.model or (active.spec if active else settings.model)
     encoder = create(spec, Role.DUAL_ENCODER, _options(settings))
     options = IndexOptions(
-        batch_size=settings.batch_size, workers=settings.workers, max_pixels=settings.max_pixels, reindex=args.reindex
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        max_pixels=settings.max_pixels,
+        reindex=args.reindex,
+        lock_wait_s=args.wait,
     )
     bars = _Bars()
     started = time.perf_counter()
@@ -82,6 +86,12 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     )
     for failure in report.skipped:
         print(f"  skipped {failure.path}: {failure.reason}")
+    if report.switch_missing:
+        print(
+            f"the library still searches with {active.spec if active else 'its old model'}: "
+            f"{report.switch_missing} photos outside {', '.join(map(str, args.folders))} have no vector of {spec} yet; "
+            "run `pixsearch index --reindex` on every folder of the library to finish the switch"
+        )
     if args.tag:
         from pixsearch.tagging.cli import print_report
         from pixsearch.tagging.service import tag_after_index
@@ -117,7 +127,7 @@ def run_index_texts(args: argparse.Namespace, settings: Settings) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        report = index_texts(library, encoder, args.file, args.collection, progress=progress)
+        report = index_texts(library, encoder, args.file, args.collection, progress=progress, lock_wait_s=args.wait)
     print(f"{report.added} texts added, {report.existing} already present, {report.blank} blank lines ignored")
     return 0
 
@@ -143,7 +153,7 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
     reranker = None if args.no_rerank else _reranker(settings, library)
     image = load_image(args.image, settings.max_pixels) if args.image else None
     # rerank looks at the top rerank_k, so fetch at least that many before paging
-    fetch = max(args.k + args.offset, settings.rerank_k) if reranker else args.k
+    fetch = max(args.k + args.offset, settings.rerank_k) if reranker else args.k + args.offset
     if args.target == "texts":
         if image is None:
             raise ConfigError("--in texts needs --image PATH (image->text lookup)")
@@ -230,6 +240,8 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
         f"model     {status.model or '(none yet)'}"
         + (f"  dim {status.dim}, preprocessing {status.preprocess_id}" if status.model else "")
     )
+    if status.pending_model:
+        print(f"switching to {status.pending_model}: a re-index has not finished (run it again to finish)")
     print(f"images    {status.images} ({status.image_vectors} vectors)")
     print(f"texts     {status.texts} ({status.text_vectors} vectors)")
     print(f"index     {status.index_type or '-'}, {status.index_bytes / 1e6:.1f} MB on disk")

@@ -55,3 +55,7 @@ class FileAccessError(PixsearchError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class LibraryBusyError(LibraryError):
+    """Another process is writing to the library."""

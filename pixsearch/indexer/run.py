@@ -43,6 +43,7 @@ class IndexOptions:
     draft: bool = True
     reindex: bool = False  # allow switching the library to another model
     save_every_s: float = 300.0  # write the FAISS file at least this often during a long run
+    lock_wait_s: float = 0.0  # how long to wait for another writer of the library to finish
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class IndexReport:
     removed: int = 0
     skipped: list[Failure] = field(default_factory=list)
     embed_seconds: float = 0.0
+    switch_missing: int = 0  # re-index: images (outside these folders) still without a vector of the new model
 
     @property
     def images_per_second(self) -> float:
@@ -89,9 +91,13 @@ class Indexer:
         Raises:
             ConfigError: a root is not a folder.
             ModelMismatchError: the library was made with another model and reindex is off.
+            LibraryBusyError: another process is writing to the library.
         """
-        notify = progress or (lambda _p: None)
         folders = check_roots(roots)
+        with self.library.writing("pixsearch index", self.options.lock_wait_s):
+            return self._run(folders, progress or (lambda _p: None))
+
+    def _run(self, folders: list[Path], notify: ProgressCallback) -> IndexReport:
         self._prepare_model()
         report = IndexReport()
         entries, problems = self._scan(folders, notify)
@@ -113,7 +119,7 @@ class Indexer:
         with self.library.session() as session:
             writer.replace_failures(session, [str(f) for f in folders], report.skipped)
             if self.options.reindex:
-                self.library.drop_other_models(session, keep=self._model.key)
+                report.switch_missing = self.library.complete_switch(session, self._model.key)
         self._save()
         return report
 
@@ -168,7 +174,11 @@ class Indexer:
             session.flush()
             for source_id, item in actions.copy:
                 writer.copy(session, source_id, item, self._model.key, self._index)
-            self._index.generation = self.library.bump_generation(session, IMAGES, self._model.key)
+            if actions.delete:  # every model's vectors of those images went
+                self.library.bump_all_generations(session, IMAGES)
+            else:
+                self.library.bump_generation(session, IMAGES, self._model.key)
+            self._index.generation = self.library.generation(session, IMAGES, self._model.key)
         report.touched, report.moved = len(actions.touch), len(actions.move)
         report.copied, report.removed = len(actions.copy), len(actions.delete)
 

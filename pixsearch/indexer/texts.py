@@ -48,8 +48,26 @@ def index_texts(
     collection: str | None = None,
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    lock_wait_s: float = 0.0,
 ) -> TextReport:
-    """Add every non-blank line of `path` to the text collection `collection` (default: the file's name)."""
+    """Add every non-blank line of `path` to the text collection `collection` (default: the file's name),
+    holding the library's writer lock.
+
+    Raises:
+        LibraryBusyError: another process is writing to the library.
+    """
+    with library.writing("pixsearch index-texts", lock_wait_s):
+        return _index_texts(library, encoder, path, collection, batch_size, progress)
+
+
+def _index_texts(
+    library: Library,
+    encoder: DualEncoder,
+    path: Path,
+    collection: str | None,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None,
+) -> TextReport:
     lines = read_lines(path)
     name = collection or Path(path).name
     report = TextReport(blank=sum(1 for line in lines if not line))

@@ -38,6 +38,7 @@ class SearchService:
         self.library = library
         self.options = options or ModelOptions()
         self._encoder = encoder
+        self._own_encoder = encoder is None  # an encoder handed in is the caller's to keep
         self._query_encoder: TextEncoder | None = None
         self._query_spec: str | None = None
         self._model: ModelRow | None = None
@@ -46,12 +47,20 @@ class SearchService:
     # -- model and indexes ----------------------------------------------------------------
     @property
     def model(self) -> ModelRow:
-        if self._model is None:
-            with self.library.session() as session:
-                self._model = self.library.active_model(session)
-            if self._model is None:
-                raise EmptyIndexError(f"library {self.library.root} has no images indexed yet; run `pixsearch index`")
-        return self._model
+        """The library's active model, read afresh: a re-index by another process may have switched it."""
+        with self.library.session() as session:
+            model = self.library.active_model(session)
+        if model is None:
+            raise EmptyIndexError(f"library {self.library.root} has no images indexed yet; run `pixsearch index`")
+        if self._model is not None and self._model.key != model.key:
+            log.info("library %s switched from %s to %s: reloading", self.library.root, self._model.spec, model.spec)
+            self._indexes.clear()
+            self._query_encoder = self._query_spec = None
+            if self._encoder is not None and self._own_encoder:
+                self._encoder.close()
+                self._encoder = None
+        self._model = model
+        return model
 
     @property
     def encoder(self) -> DualEncoder:

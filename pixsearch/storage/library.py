@@ -1,9 +1,13 @@
 """A library: one folder holding the database and the FAISS index files.
 
 The database is the source of truth, vectors included. Each index file records the generation
-of the rows it reflects; every transaction that changes vectors bumps the generation in the same
-transaction. An index file whose generation differs (a run killed before it saved the index) is
-rebuilt from the stored vectors on open, so SQL rows and index never disagree.
+of the rows it reflects and a digest of its ids; every transaction that changes vectors bumps the
+generation in the same transaction. An index file whose generation or digest differs from the
+database (a run killed before it saved the index, a file from elsewhere) is rebuilt from the stored
+vectors on open, so SQL rows and index never disagree.
+
+Writers (index, index-texts, tag, a re-index) hold the library's writer lock for their whole run
+(`Library.writing`); only a lock holder writes index files.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from pixsearch.atomic import TMP_SUFFIX
 from pixsearch.errors import LibraryError, ModelMismatchError
 from pixsearch.storage.db import make_engine, session_factory, sqlite_url
+from pixsearch.storage.lock import WriterLock
 from pixsearch.storage.migrations import migrate
-from pixsearch.storage.schema import Embedding, Meta, ModelRow, TextEmbedding
-from pixsearch.storage.vector_index import VectorIndex
+from pixsearch.storage.schema import Embedding, ImageRow, Meta, ModelRow, TextEmbedding
+from pixsearch.storage.vector_index import DIGEST_A, DIGEST_P, IdDigest, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,7 @@ class Library:
         self.index_dir = self.root / "index"
         self._engine = None
         self._sessions = None
+        self._writer = WriterLock(self.root)
 
     @classmethod
     def open(cls, root: Path, db_url: str | None = None) -> Library:
@@ -66,6 +73,28 @@ class Library:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+    @contextmanager
+    def writing(self, what: str, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold the library's writer lock for a run (`what` names it in the "busy" message of others).
+
+        Raises:
+            LibraryBusyError: another process is writing, and did not finish within `wait_s` seconds.
+        """
+        first = not self._writer.held
+        self._writer.acquire(what, wait_s)
+        try:
+            if first:
+                self._remove_leftovers()
+            yield
+        finally:
+            self._writer.release()
+
+    def _remove_leftovers(self) -> None:
+        """Temp index files of a killed writer: only a lock holder writes them, so none is in use now."""
+        for leftover in self.index_dir.glob(f"*{TMP_SUFFIX}"):
+            log.info("removing %s, left by an interrupted run", leftover)
+            leftover.unlink(missing_ok=True)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -96,6 +125,22 @@ class Library:
         self.set_meta(session, f"generation:{kind}:{key}", str(value))
         return value
 
+    def bump_all_generations(self, session: Session, kind: str) -> None:
+        """After a change that touches every model's vectors (deleted images)."""
+        for key in session.execute(select(ModelRow.key)).scalars():
+            self.bump_generation(session, kind, key)
+
+    @staticmethod
+    def vector_digest(session: Session, kind: str, key: str) -> IdDigest:
+        """Count and checksums of the stored vector ids of `key`, as `IdDigest.of` computes them."""
+        table = _VECTOR_TABLES[kind]
+        count, total, mixed = session.execute(
+            select(func.count(), func.sum(table.id), func.sum((table.id * DIGEST_A) % DIGEST_P)).where(
+                table.model_key == key
+            )
+        ).one()
+        return IdDigest(int(count), int(total or 0), int(mixed or 0))
+
     # -- photo folders ----------------------------------------------------------------------
     def photo_roots(self, session: Session) -> list[str]:
         """The folders this library has indexed (resolved paths); only files below them are ever served."""
@@ -114,7 +159,9 @@ class Library:
         return session.get(ModelRow, key) if key else None
 
     def use_model(self, session: Session, spec: str, preprocess_id: str, dim: int, switch: bool = False) -> ModelRow:
-        """Make (spec, preprocessing) the library's model; refuse to change it unless `switch`.
+        """The model row of (spec, preprocessing) for a writer; refuse another model than the active one
+        unless `switch`. A switch does not change the active model: searches keep the old one until
+        `complete_switch` finds every image embedded with the new one.
 
         Raises:
             ModelMismatchError: the library holds vectors of another model and `switch` is False.
@@ -122,17 +169,42 @@ class Library:
         key = model_key(spec, preprocess_id)
         active = self.active_model(session)
         if active is not None and active.key != key and not switch:
+            pending = " (an earlier re-index to it did not finish)" if self.pending_model(session) == key else ""
             raise ModelMismatchError(
                 f"library {self.root} was indexed with {active.spec} (preprocessing {active.preprocess_id}); "
-                f"asked for {spec} (preprocessing {preprocess_id}). Pass --reindex to re-embed every image "
-                "with the new model, or use another --library"
+                f"asked for {spec} (preprocessing {preprocess_id}){pending}. Pass --reindex to re-embed every "
+                "image with the new model, or use another --library"
             )
         row = session.get(ModelRow, key)
         if row is None:
             row = ModelRow(key=key, spec=spec, preprocess_id=preprocess_id, dim=dim)
             session.add(row)
-        self.set_meta(session, "active_model", key)
+        if active is None:
+            self.set_meta(session, "active_model", key)
+        elif active.key != key:
+            self.set_meta(session, "pending_model", key)
         return row
+
+    def pending_model(self, session: Session) -> str | None:
+        """The key of a model a re-index is switching to (not yet searched), if any."""
+        return self.get_meta(session, "pending_model")
+
+    def complete_switch(self, session: Session, key: str) -> int:
+        """Make `key` the active model if every image has a vector of it, dropping the other models' vectors.
+
+        Returns:
+            How many images still lack a vector of `key` (0: switched; else the old model stays active).
+        """
+        with_vector = select(Embedding.image_id).where(Embedding.model_key == key)
+        missing = session.execute(
+            select(func.count()).select_from(ImageRow).where(ImageRow.id.not_in(with_vector))
+        ).scalar_one()
+        if missing:
+            return int(missing)
+        self.set_meta(session, "active_model", key)
+        session.execute(delete(Meta).where(Meta.key == "pending_model"))
+        self.drop_other_models(session, keep=key)
+        return 0
 
     def query_model(self, session: Session) -> str | None:
         """The text model this library answers word queries with, if not its dual encoder's own."""
@@ -153,6 +225,7 @@ class Library:
     def drop_other_models(self, session: Session, keep: str) -> int:
         """Delete the vectors of every model but `keep` (after a completed re-index)."""
         removed = 0
+        session.execute(delete(Meta).where(Meta.key.like("generation:%"), Meta.key.not_like(f"generation:%:{keep}")))
         for kind, table in _VECTOR_TABLES.items():
             removed += session.execute(delete(table).where(table.model_key != keep)).rowcount or 0
             for path in self.index_dir.glob(f"{kind}-*.faiss"):
@@ -167,17 +240,27 @@ class Library:
     def load_index(self, kind: str, model: ModelRow, persist: bool = True) -> VectorIndex:
         """The index of `kind` for `model`, rebuilt from stored vectors if its file is stale.
 
-        With `persist` False a rebuilt index stays in memory (readers never write files).
+        The file is trusted only when its generation and its id digest both match the database.
+        A rebuilt index is saved only with `persist` and the writer lock held (readers never write files).
         """
         path = self.index_path(kind, model.key)
         with self.session() as session:
             generation = self.generation(session, kind, model.key)
+            digest = self.vector_digest(session, kind, model.key)
         if path.exists():
             try:
                 index = VectorIndex.load(path)
-                if index.generation == generation and index.dim == model.dim:
+                if index.generation == generation and index.dim == model.dim and index.digest() == digest:
                     return index
-                log.info("index %s is at generation %d, database at %d: rebuilding", path, index.generation, generation)
+                log.warning(
+                    "index %s (generation %d, %d vectors) disagrees with the database (generation %d, %d vectors): "
+                    "rebuilding from stored vectors",
+                    path,
+                    index.generation,
+                    len(index),
+                    generation,
+                    digest.count,
+                )
             except (LibraryError, RuntimeError) as error:
                 log.warning("index %s unreadable (%s): rebuilding from stored vectors", path, error)
         return self.rebuild_index(kind, model, persist)
@@ -197,7 +280,7 @@ class Library:
                     self._add_blobs(index, batch_ids, batch_vectors)
                     batch_ids, batch_vectors = [], []
             self._add_blobs(index, batch_ids, batch_vectors)
-        if persist:
+        if persist and self._writer.held:
             index.save(self.index_path(kind, model.key))
         return index
 
@@ -209,6 +292,9 @@ class Library:
         index.add(np.asarray(ids, dtype=np.int64), vectors)
 
     def save_index(self, kind: str, key: str, index: VectorIndex) -> None:
+        """Write an index file; only the holder of the writer lock may (two writers would overwrite each other)."""
+        if not self._writer.held:
+            raise LibraryError(f"index of library {self.root} written without holding its writer lock")
         index.save(self.index_path(kind, key))
 
     def count_vectors(self, session: Session, kind: str, key: str) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from pixsearch.storage.library import IMAGES, TEXTS, Library
-from pixsearch.storage.schema import ImageRow, SkippedFile, TextRow
+from pixsearch.storage.schema import ImageRow, ModelRow, SkippedFile, TextRow
 
 
 @dataclass
@@ -20,6 +20,7 @@ class LibraryStatus:
     text_vectors: int = 0
     model: str | None = None
     query_model: str | None = None
+    pending_model: str | None = None  # a re-index switching to this model has not finished
     preprocess_id: str | None = None
     dim: int | None = None
     index_type: str | None = None
@@ -44,6 +45,9 @@ def library_status(library: Library) -> LibraryStatus:
         ]
         model = library.active_model(session)
         status.query_model = library.query_model(session)
+        pending = library.pending_model(session)
+        pending_row = session.get(ModelRow, pending) if pending else None
+        status.pending_model = pending_row.spec if pending_row else None
         if model is not None:
             status.model, status.preprocess_id, status.dim = model.spec, model.preprocess_id, model.dim
             status.image_vectors = library.count_vectors(session, IMAGES, model.key)

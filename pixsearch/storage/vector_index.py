@@ -1,24 +1,45 @@
 """FAISS inner-product index over unit vectors, keyed by int64 ids, saved atomically.
 
-The file holds a small header (magic, the generation it reflects) followed by the serialised
-FAISS index, so the generation and the vectors are written and renamed as one file.
+The file holds a small header (magic, the generation it reflects, a digest of its ids) followed
+by the serialised FAISS index, so the generation and the vectors are written and renamed as one
+file. The digest lets a reader check the file against the database's rows, not only trust the
+generation.
 """
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
+from pixsearch.atomic import write_atomic
 from pixsearch.errors import LibraryError
 
-_MAGIC = b"PIXIDX01"
-_HEADER = struct.Struct("<8sq")
+_MAGIC = b"PIXIDX02"
+_HEADER = struct.Struct("<8sqqqq")
+# the second id checksum: sum of (id * A) mod P, computed the same way in SQL (see Library.vector_digest)
+DIGEST_A = 2654435761
+DIGEST_P = 4294967291
+
+
+@dataclass(frozen=True)
+class IdDigest:
+    """Count and two checksums of a set of vector ids: equal digests mean, in practice, equal sets."""
+
+    count: int
+    total: int
+    mixed: int
+
+    @classmethod
+    def of(cls, ids: npt.NDArray[np.int64]) -> IdDigest:
+        ids = np.asarray(ids, dtype=np.int64)
+        mixed = (ids * DIGEST_A) % DIGEST_P
+        return cls(len(ids), int(ids.sum(dtype=np.int64)), int(mixed.sum(dtype=np.int64)))
 
 
 def check_vectors(vectors: npt.NDArray[np.float32], dim: int, what: str = "vectors") -> npt.NDArray[np.float32]:
@@ -71,28 +92,36 @@ class VectorIndex:
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return scores, ids.astype(np.int64)
 
+    def digest(self) -> IdDigest:
+        return IdDigest.of(self.ids())
+
     def save(self, path: Path) -> None:
-        """Write to a temp file in the same folder, fsync, then rename over `path`."""
+        """Write atomically (temp file, fsync, rename over `path`)."""
         payload = faiss.serialize_index(self._index)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(_HEADER.pack(_MAGIC, self.generation))
-                handle.write(payload.tobytes())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        digest = self.digest()
+        header = _HEADER.pack(_MAGIC, self.generation, digest.count, digest.total, digest.mixed)
+
+        def write(handle: BinaryIO) -> None:
+            handle.write(header)
+            handle.write(payload.tobytes())
+
+        write_atomic(path, write)
 
     @classmethod
     def load(cls, path: Path) -> VectorIndex:
+        """Read an index file, checking that its vectors are the ones its header names.
+
+        Raises:
+            LibraryError: truncated, not a pixsearch index (or an older format), or inconsistent.
+        """
         data = path.read_bytes()
         if len(data) < _HEADER.size:
             raise LibraryError(f"index file {path} is truncated ({len(data)} bytes)")
-        magic, generation = _HEADER.unpack_from(data)
+        magic, generation, count, total, mixed = _HEADER.unpack_from(data)
         if magic != _MAGIC:
-            raise LibraryError(f"index file {path} is not a pixsearch index (bad header)")
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=_HEADER.size))
-        return cls(index.d, generation, index)
+            raise LibraryError(f"index file {path} is not a pixsearch index of this version (header {magic!r})")
+        index = cls(0, generation, faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=_HEADER.size)))
+        index.dim = index._index.d
+        if index.digest() != IdDigest(count, total, mixed):
+            raise LibraryError(f"index file {path} does not hold the vectors its header names")
+        return index

@@ -26,7 +26,7 @@ ENTAILER_ENV = "PIXSEARCH_ENTAILER"
 
 def register(commands: Any) -> None:
     """Add the `tag` sub-command to the CLI's sub-parsers."""
-    from pixsearch.cli import add_common_options
+    from pixsearch.cli import add_common_options, add_wait_option
 
     tag = commands.add_parser(
         "tag",
@@ -34,6 +34,7 @@ def register(commands: Any) -> None:
         description="Without options: zero-shot tags for every photo, with the library's own dual encoder.",
     )
     add_common_options(tag)
+    add_wait_option(tag)
     models = tag.add_argument_group("tagging with models")
     models.add_argument("--zero-shot", action="store_true", help="tags from the vocabulary with the library's encoder")
     models.add_argument("--imagenet", action="store_true", help="the offline ImageNet classifier (packaged weights)")
@@ -154,7 +155,7 @@ def _tag(args: argparse.Namespace, settings: Any, library: Any) -> int:
     options = options_from(args, settings)
     service = TaggingService(library, options, ModelOptions(device=settings.device, dtype=settings.dtype))
     with _Bars() as bars:
-        report = service.run(bars)
+        report = service.run(bars, lock_wait_s=args.wait)
     print_report(report)
     return 0
 

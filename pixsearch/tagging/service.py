@@ -111,14 +111,18 @@ class TaggingService:
             self._vocabulary = Vocabulary.load(self.options.vocabulary_files, self.options.builtin_vocabulary)
         return self._vocabulary
 
-    def run(self, progress: Progress | None = None) -> TagReport:
-        """Run the steps the options ask for over the library's photos.
+    def run(self, progress: Progress | None = None, lock_wait_s: float = 0.0) -> TagReport:
+        """Run the steps the options ask for over the library's photos, holding the library's writer lock.
 
         Raises:
             ConfigError: bad options or vocabulary. EmptyIndexError: zero-shot on a library with no model yet.
             ModelNotFoundError, ModelLoadError: a model cannot be loaded.
+            LibraryBusyError: another process is writing to the library.
         """
-        notify = progress or (lambda _p: None)
+        with self.library.writing("pixsearch tag", lock_wait_s):
+            return self._run(progress or (lambda _p: None))
+
+    def _run(self, notify: Progress) -> TagReport:
         options = self.options
         report = TagReport()
         if options.import_xmp:
