@@ -16,7 +16,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, TypeVar
+
+import pixsearch
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,22 +62,26 @@ class TiedProcessPool(ProcessPoolExecutor):
 
 
 def _start_forkserver() -> None:
-    """Start the forkserver (and resource tracker) without the current folder on their sys.path.
+    """Start the forkserver (and resource tracker) importing the same `pixsearch` as this process.
 
-    They run `python -c ...`, which puts '' first on sys.path: a `pixsearch/` folder where the
-    user stands (a clone) would be imported instead of the installed package. Python 3.11's
-    forkserver ignores the parent's sys.path, so PYTHONSAFEPATH is set while they start.
+    They run `python -c ...`, which puts the current folder first on sys.path: a `pixsearch/`
+    folder where the user stands (a clone) would be imported instead of the package. Python 3.11's
+    forkserver ignores the parent's sys.path, so while they start PYTHONSAFEPATH keeps the current
+    folder off it and PYTHONPATH leads with the folder this process's package came from.
     """
+    package_root = str(Path(pixsearch.__file__).resolve().parent.parent)
     with _ENVIRON_LOCK:
-        before = os.environ.get("PYTHONSAFEPATH")
+        before = {name: os.environ.get(name) for name in ("PYTHONSAFEPATH", "PYTHONPATH")}
         os.environ["PYTHONSAFEPATH"] = "1"
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, before["PYTHONPATH"]]))
         try:
             forkserver.ensure_running()
         finally:
-            if before is None:
-                del os.environ["PYTHONSAFEPATH"]
-            else:
-                os.environ["PYTHONSAFEPATH"] = before
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def _watch_lifeline(lifeline: Connection) -> None:
