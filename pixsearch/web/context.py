@@ -6,18 +6,20 @@ through `deps.py`. Nothing here is module-level, so two apps in one process neve
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
-from pixsearch.errors import BadImageError, NotFoundError
-from pixsearch.imageio import load_image
+from pixsearch.errors import FileAccessError, NotFoundError
+from pixsearch.imageio import DEFAULT_MAX_BYTES, open_image, size_problem
 from pixsearch.models.spec import ModelOptions
+from pixsearch.safefile import open_regular
 from pixsearch.search import ImageHit, SearchService
 from pixsearch.settings import Settings
 from pixsearch.storage import Library
@@ -109,19 +111,44 @@ class WebContext:
             rows = session.execute(select(ImageRow).where(ImageRow.id.in_(list(image_ids)))).scalars()
             return {row.id: row for row in rows}
 
-    def read_image(self, row: ImageRow) -> Image.Image:
-        """The library file of `row`, decoded with the library's pixel limit.
+    def open_file(self, row: ImageRow) -> BinaryIO:
+        """The library file of `row`, opened for reading: a regular file below one of the library's
+        photo folders (as recorded now, not at start-up), reached through no link.
 
         Raises:
-            NotFoundError: the file is gone or no longer decodes (a stored image is not the client's fault).
+            FileAccessError: naming the reason (a link, not a regular file, outside the folders, gone).
         """
-        try:
-            return load_image(Path(row.path), self.settings.max_pixels)
-        except BadImageError as error:
-            raise NotFoundError(f"the file of image {row.id} can no longer be read: {error.reason}") from None
+        with self.library.session() as session:
+            roots = self.library.photo_roots(session)
+        if not roots:
+            raise FileAccessError(
+                row.path,
+                "this library records no photo folders (it was made by an older pixsearch), so no file is "
+                "served; run `pixsearch index` on its folders again",
+            )
+        return open_regular(row.path, roots)
 
-    def thumbnail(self, row: ImageRow, size: int) -> Path:
-        return self.thumbnails.get(row.path, row.content_hash, size)
+    def read_image(self, row: ImageRow) -> Image.Image:
+        """The library file of `row` (opened as `open_file` does), decoded with the library's pixel limit.
+
+        Raises:
+            FileAccessError: the file may not be opened. NotFoundError: it no longer decodes (a stored
+            image is not the client's fault).
+        """
+        with self.open_file(row) as handle:
+            problem = size_problem(os.fstat(handle.fileno()).st_size, DEFAULT_MAX_BYTES)
+            try:
+                if problem:
+                    raise ValueError(problem)
+                image, _, _ = open_image(handle, row.path, self.settings.max_pixels, None)
+            except ValueError as error:
+                raise NotFoundError(f"the file of image {row.id} can no longer be read: {error}") from None
+        return image
+
+    def thumbnail(self, row: ImageRow, size: int) -> bytes:
+        """A JPEG of `row` fitting in size x size; the file is opened (and so checked) every time."""
+        with self.open_file(row) as handle:
+            return self.thumbnails.get(handle, row.path, row.content_hash, size)
 
     def caption(self, row: ImageRow) -> Caption | None:
         """The stored caption of `row`: a person's, else the configured captioner's for its current bytes."""

@@ -16,6 +16,7 @@ from pixsearch.errors import (
     BadImageError,
     ConfigError,
     EmptyIndexError,
+    FileAccessError,
     LibraryError,
     ModelLoadError,
     ModelNotFoundError,
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 # most specific first: the first matching class decides
 STATUS: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, 404),
+    (FileAccessError, 404),
     (RoleNotConfigured, 404),
     (BadImageError, 422),
     (ConfigError, 400),

@@ -103,8 +103,9 @@ class ModelPool:
             raise RoleNotConfigured("no captioner is configured on this server")
 
         def job() -> str:
+            image = load()  # first: a file that may not be read loads no model
             model: Captioner = self._captioner.get()
-            return model.caption([load()])[0]
+            return model.caption([image])[0]
 
         return await self._run(job)
 
@@ -113,8 +114,9 @@ class ModelPool:
             raise RoleNotConfigured("no answerer (VQA model) is configured on this server")
 
         def job() -> list[tuple[str, float]]:
+            image = load()
             model: Answerer = self._answerer.get()
-            return model.answer(load(), question, top_k)
+            return model.answer(image, question, top_k)
 
         return await self._run(job)
 
@@ -124,8 +126,9 @@ class ModelPool:
             raise RoleNotConfigured("no entailer (statement checker) is configured on this server")
 
         def job() -> dict[str, float]:
+            image = load()
             model: Entailer = self._entailer.get()
-            return model.judge(load(), statement)
+            return model.judge(image, statement)
 
         return await self._run(job)
 
@@ -135,8 +138,8 @@ class ModelPool:
             raise RoleNotConfigured("no patch scorer (vle-pbc:) is configured on this server")
 
         def job() -> bytes:
-            model: PatchScorer = self._patch_scorer.get()
             image = load()
+            model: PatchScorer = self._patch_scorer.get()
             return heatmap_png(image, model.patch_scores(image, text))
 
         return await self._run(job)

@@ -1,6 +1,7 @@
 """One photo: its facts, thumbnails, original file, caption, tags, questions and statements about it.
 
-Files are found only through the image's library row (by id), never from a path in the URL.
+Files are found only through the image's library row (by id), never from a path in the URL, and
+opened only through `WebContext.open_file`: regular files below the library's photo folders, no links.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from pixsearch.errors import EmptyIndexError, NotFoundError
@@ -22,6 +23,7 @@ from pixsearch.web.captions import MODEL, USER, Caption
 from pixsearch.web.context import WebContext
 from pixsearch.web.deps import ApiKeyDep, ContextDep, ImageRowDep, check_write
 from pixsearch.web.querying import WebQuery, run_query
+from pixsearch.web.responses import OpenFileResponse, content_disposition
 from pixsearch.web.schemas import (
     AnswerPublic,
     AskCreate,
@@ -41,7 +43,13 @@ from pixsearch.web.schemas import (
 
 router = APIRouter(prefix="/api/images", tags=["images"])
 
-NOT_FOUND = {404: {"model": ErrorPublic, "description": "no such image, or its file is gone"}}
+NOT_FOUND = {
+    404: {
+        "model": ErrorPublic,
+        "description": "no such image, or its file is gone or may not be served (a link, not a regular file, "
+        "outside the library's photo folders)",
+    }
+}
 MODEL_ERRORS = {
     **NOT_FOUND,
     503: {"model": ErrorPublic, "description": "the model cannot be loaded, or is busy"},
@@ -81,7 +89,7 @@ def get_image(
 
 @router.get(
     "/{image_id}/thumbnail",
-    response_class=FileResponse,
+    response_class=Response,
     responses={**NOT_FOUND, 200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
 )
 def image_thumbnail(
@@ -90,26 +98,35 @@ def image_thumbnail(
     size: Annotated[Literal["small", "large"], Query(description="small for grids, large for the result page")] = (
         "small"
     ),
-) -> FileResponse:
+) -> Response:
     """A JPEG fitting in the thumbnail (small) or preview (large) size; made once, then served from disk."""
     pixels = context.options.thumbnail_size if size == "small" else context.options.preview_size
-    return FileResponse(context.thumbnail(row, pixels), media_type="image/jpeg", headers=_CACHE)
+    return Response(context.thumbnail(row, pixels), media_type="image/jpeg", headers=_CACHE)
 
 
-@router.get("/{image_id}/file", response_class=FileResponse, responses=NOT_FOUND)
-def image_file(row: ImageRowDep) -> FileResponse:
+@router.get(
+    "/{image_id}/file",
+    response_class=Response,
+    responses={
+        **NOT_FOUND,
+        200: {
+            "content": {kind: {} for kind in sorted(_INLINE_TYPES | {"application/octet-stream"})},
+            "description": "the file; a format a browser would not show as a picture comes as a download",
+        },
+    },
+)
+def image_file(context: ContextDep, row: ImageRowDep) -> Response:
     """The original file, as it is in the library."""
-    path = Path(row.path)
-    if not path.is_file():
-        raise NotFoundError(f"the file of image {row.id} is no longer at {row.path}")
-    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    name = Path(row.path).name
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     inline = media_type in _INLINE_TYPES
-    return FileResponse(
-        path,
+    return OpenFileResponse(
+        context.open_file(row),
         media_type=media_type if inline else "application/octet-stream",
-        filename=path.name,
-        content_disposition_type="inline" if inline else "attachment",
-        headers={"X-Content-Type-Options": "nosniff"},
+        headers={
+            "Content-Disposition": content_disposition("inline" if inline else "attachment", name),
+            "X-Content-Type-Options": "nosniff",
+        },
     )
 
 
