@@ -7,6 +7,7 @@ adding it again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,16 @@ PERSON = "person"
 MAX_TAG_LENGTH = 200
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` as both databases can hold it: a NUL (PostgreSQL text cannot hold one) becomes a space,
+    a lone surrogate (not UTF-8) the replacement character. Model output and file metadata go through
+    this; the web API refuses such text outright instead."""
+    return _UNSTORABLE.sub(lambda m: " " if m.group() == "\x00" else "\ufffd", text)
+
+
 @dataclass(frozen=True)
 class Tag:
     name: str
@@ -36,7 +47,7 @@ class Tag:
 
 def normalise_tag(name: str) -> str:
     """Tags are compared lower-case with single spaces; raises ConfigError for an empty or long one."""
-    clean = " ".join(name.split()).lower()
+    clean = " ".join(storable(name).split()).lower()
     if not clean:
         raise ConfigError("a tag cannot be empty")
     if len(clean) > MAX_TAG_LENGTH:
@@ -105,9 +116,9 @@ def set_ocr_text(session: Session, image_id: int, text: str, engine: str) -> Non
     _image(session, image_id)
     row = session.get(OcrText, image_id)
     if row is None:
-        session.add(OcrText(image_id=image_id, text=text, engine=engine, updated_at=datetime.now()))
+        session.add(OcrText(image_id=image_id, text=storable(text), engine=engine, updated_at=datetime.now()))
     else:
-        row.text, row.engine, row.updated_at = text, engine, datetime.now()
+        row.text, row.engine, row.updated_at = storable(text), engine, datetime.now()
     session.flush()
     keywords.refresh(session, [image_id])
 
@@ -122,7 +133,13 @@ def set_caption(session: Session, image_id: int, spec: str, text: str) -> None:
     image = _image(session, image_id)
     session.execute(delete(CaptionRow).where(CaptionRow.image_id == image_id, CaptionRow.spec == spec))
     session.add(
-        CaptionRow(image_id=image_id, spec=spec, text=text, content_hash=image.content_hash, created_at=datetime.now())
+        CaptionRow(
+            image_id=image_id,
+            spec=spec,
+            text=storable(text),
+            content_hash=image.content_hash,
+            created_at=datetime.now(),
+        )
     )
     session.flush()
     keywords.refresh(session, [image_id])

@@ -112,7 +112,8 @@ class KeywordQuery:
 
 
 def _quote(term: str) -> str:
-    return '"' + term.replace('"', '""') + '"'
+    # FTS5 reads a NUL as the end of the expression ("unterminated string"): it separates words instead
+    return '"' + term.replace("\x00", " ").replace('"', '""') + '"'
 
 
 def fts5_expression(query: KeywordQuery) -> str:
@@ -138,8 +139,9 @@ def search(session: Session, query: KeywordQuery, limit: int) -> list[tuple[int,
         )
         return [(int(image_id), -float(score)) for image_id, score in rows]
     if dialect == "postgresql":
-        positive = " & ".join(f"phraseto_tsquery('simple', :p{i})" for i in range(len(query.include)))
-        any_of = " | ".join(f"plainto_tsquery('simple', :a{i})" for i in range(len(query.any_of)))
+        # tsquery's operators are && || !! (a lone & or | is no operator on tsquery values)
+        positive = " && ".join(f"phraseto_tsquery('simple', :p{i})" for i in range(len(query.include)))
+        any_of = " || ".join(f"plainto_tsquery('simple', :a{i})" for i in range(len(query.any_of)))
         negative = [f"!! phraseto_tsquery('simple', :n{i})" for i in range(len(query.exclude))]
         expression = " && ".join(p for p in [positive, f"({any_of})" if any_of else "", *negative] if p)
         params = {f"p{i}": _words(t) for i, t in enumerate(query.include)}

@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from pixsearch.search import ImageHit
 from pixsearch.storage.annotations import MAX_TAG_LENGTH, Tag
 from pixsearch.storage.schema import ImageRow
 from pixsearch.web.captions import Caption
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def plain_text(value: str | None) -> str | None:
+    """Refuse text that no database can store and no tokenizer reads: a NUL, a lone surrogate.
+
+    Raises:
+        ValueError: naming the character (the 422 names the field).
+    """
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\x00)")
+    if _SURROGATE.search(value):
+        raise ValueError("must be valid Unicode (it holds a lone surrogate such as \\ud800)")
+    return value
+
+
+# every text a client sends (queries, captions, tags, questions, statements) is checked with this
+PlainText = AfterValidator(plain_text)
 
 
 class ErrorPublic(BaseModel):
@@ -60,7 +82,9 @@ class CaptionCreate(BaseModel):
     """Empty body: the stored caption, generated first if there is none. Setting or regenerating needs the API key."""
 
     model_config = ConfigDict(extra="forbid")
-    caption: str | None = Field(None, min_length=1, max_length=1000, description="set this caption (needs API key)")
+    caption: Annotated[str | None, PlainText] = Field(
+        None, min_length=1, max_length=1000, description="set this caption (needs API key)"
+    )
     regenerate: bool = Field(False, description="generate again even if stored (needs API key)")
 
     @field_validator("caption")
@@ -73,7 +97,7 @@ class CaptionCreate(BaseModel):
 
 class AskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    question: str = Field(min_length=1, max_length=300)
+    question: Annotated[str, PlainText] = Field(min_length=1, max_length=300)
     top_k: int = Field(5, ge=1, le=10)
 
     @field_validator("question")
@@ -114,7 +138,7 @@ class TagCreate(BaseModel):
     """A person's edit: `add` a new tag or `confirm` a model's suggestion (both make it confirmed)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=MAX_TAG_LENGTH)
+    name: Annotated[str, PlainText] = Field(min_length=1, max_length=MAX_TAG_LENGTH)
     action: Literal["add", "confirm"] = "add"
 
     @field_validator("name")
@@ -127,7 +151,7 @@ class TagCreate(BaseModel):
 
 class EntailCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    statement: str = Field(min_length=1, max_length=300)
+    statement: Annotated[str, PlainText] = Field(min_length=1, max_length=300)
 
     @field_validator("statement")
     @classmethod
@@ -183,9 +207,9 @@ class KnnRequest(BaseModel):
     """The body clip-retrieval's ClipClient and front end send to `/knn-service`."""
 
     model_config = ConfigDict(extra="ignore")
-    text: str | None = None
+    text: Annotated[str | None, PlainText] = None
     image: str | None = Field(None, description="the query image, base64")
-    image_url: str | None = Field(None, description="refused unless the server allows image URLs")
+    image_url: Annotated[str | None, PlainText] = Field(None, description="refused unless the server allows image URLs")
     embedding_input: list[float] | None = None
     modality: Literal["image", "text"] = Field("image", description="which index to search")
     num_images: int = Field(40, ge=1, le=1000)

@@ -34,6 +34,7 @@ from pixsearch.web.schemas import (
     EntailPublic,
     ErrorPublic,
     ImagePublic,
+    PlainText,
     TagCreate,
     TagsPublic,
     caption_public,
@@ -201,7 +202,7 @@ async def image_entail(context: ContextDep, row: ImageRowDep, body: EntailCreate
 async def image_heatmap(
     context: ContextDep,
     row: ImageRowDep,
-    q: Annotated[str, Query(min_length=1, max_length=500, description="the words to locate in the photo")],
+    q: Annotated[str, Query(min_length=1, max_length=500, description="the words to locate in the photo"), PlainText],
 ) -> Response:
     """Which parts of the photo match the words: the photo with matching patches in red (PNG)."""
     png = await context.models.heatmap(lambda: context.read_image(row), q)
@@ -237,7 +238,7 @@ def remove_image_tag(
     context: ContextDep,
     row: ImageRowDep,
     key: ApiKeyDep,
-    name: Annotated[str, PathParam(min_length=1, max_length=MAX_TAG_LENGTH)],
+    name: Annotated[str, PathParam(min_length=1, max_length=MAX_TAG_LENGTH), PlainText],
 ) -> TagsPublic:
     """Remove a tag: it is hidden, and no model adds it again. Needs the API key."""
     check_write(context, key)

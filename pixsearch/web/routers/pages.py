@@ -17,7 +17,7 @@ from pixsearch.web.handlers import CLIENT_ERRORS, one_line, status_of
 from pixsearch.web.querying import WebQuery, WebResults, query_vector, run_query
 from pixsearch.web.routers.images import neighbours_of
 from pixsearch.web.routers.search import MAX_OFFSET, MAX_QUERY_CHARS, read_upload
-from pixsearch.web.schemas import hit_public
+from pixsearch.web.schemas import PlainText, hit_public
 
 router = APIRouter(include_in_schema=False)
 
@@ -46,7 +46,7 @@ def search_page(
     request: Request,
     context: ContextDep,
     templates: TemplatesDep,
-    q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS)] = None,
+    q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS), PlainText] = None,
     like: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     qid: Annotated[str | None, Query(max_length=64)] = None,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = DEFAULT_K,
@@ -103,7 +103,7 @@ async def search_submit(
     request: Request,
     context: ContextDep,
     templates: TemplatesDep,
-    q: Annotated[str | None, Form(max_length=MAX_QUERY_CHARS)] = None,
+    q: Annotated[str | None, Form(max_length=MAX_QUERY_CHARS), PlainText] = None,
     image: Annotated[UploadFile | None, File()] = None,
     k: Annotated[int, Form(ge=1, le=MAX_K)] = DEFAULT_K,
     rerank: Annotated[bool, Form()] = False,

@@ -14,7 +14,7 @@ from pixsearch.web.context import WebContext
 from pixsearch.web.deps import MAX_ID, ContextDep
 from pixsearch.web.limits import PayloadTooLarge
 from pixsearch.web.querying import WebQuery, WebResults, run_query
-from pixsearch.web.schemas import ErrorPublic, SearchPublic, hit_public
+from pixsearch.web.schemas import ErrorPublic, PlainText, SearchPublic, hit_public
 
 router = APIRouter(prefix="/api", tags=["search"])
 
@@ -68,7 +68,7 @@ def search_public(request: Request, query: WebQuery, results: WebResults, min_sc
 def search(
     request: Request,
     context: ContextDep,
-    q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description="words to search for")] = None,
+    q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description="words to search for"), PlainText] = None,
     like: Annotated[int | None, Query(ge=1, le=MAX_ID, description="'more like this': an image id")] = None,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -83,7 +83,7 @@ def search(
 async def search_upload(
     request: Request,
     context: ContextDep,
-    text: Annotated[str | None, Form(max_length=MAX_QUERY_CHARS, description="words to search for")] = None,
+    text: Annotated[str | None, Form(max_length=MAX_QUERY_CHARS, description="words to search for"), PlainText] = None,
     image: Annotated[UploadFile | None, File(description="a photo to search with")] = None,
     k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
     offset: Annotated[int, Form(ge=0, le=MAX_OFFSET)] = 0,
