@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from pixsearch.cli import print_json
 from pixsearch.errors import ConfigError
-from pixsearch.imageio import load_image
+from pixsearch.imageio import load_query_image
 from pixsearch.indexer import Indexer, IndexOptions, Progress
 from pixsearch.indexer.texts import index_texts
 from pixsearch.models import ModelOptions, Role, create
@@ -151,7 +151,8 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
     library = _open(settings)
     service = SearchService(library, _options(settings))
     reranker = None if args.no_rerank else _reranker(settings, library)
-    image = load_image(args.image, settings.max_pixels) if args.image else None
+    # decoded exactly as the indexer decoded the library's photos (JPEG draft scale), so a photo finds itself
+    image = load_query_image(args.image, service.encoder.transform, settings.max_pixels) if args.image else None
     # rerank looks at the top rerank_k, so fetch at least that many before paging
     fetch = max(args.k + args.offset, settings.rerank_k) if reranker else args.k + args.offset
     if args.target == "texts":

@@ -14,6 +14,7 @@ import torch
 
 from pixsearch.indexer import writer
 from pixsearch.indexer.decode import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     DecodeOptions,
     Failure,
@@ -43,6 +44,7 @@ class IndexOptions:
     draft: bool = True
     reindex: bool = False  # allow switching the library to another model
     save_every_s: float = 300.0  # write the FAISS file at least this often during a long run
+    max_bytes: int = DEFAULT_MAX_BYTES  # larger files are refused before they are read
     lock_wait_s: float = 0.0  # how long to wait for another writer of the library to finish
 
 
@@ -110,7 +112,9 @@ class Indexer:
         scanned = compare_scan(entries, known)
         report.unchanged = scanned.unchanged
         workers = default_workers() if self.options.workers is None else self.options.workers
-        read = ReadOptions(roots=tuple(str(f) for f in folders))  # files are opened only below these, through no link
+        read = ReadOptions(
+            roots=tuple(str(f) for f in folders), max_bytes=self.options.max_bytes
+        )  # files are opened only below these, through no link
         with make_executor(workers) as executor:
             hashed = self._hash(executor, scanned.to_hash, read, report, notify)
             actions = resolve(hashed, known, scanned.gone, by_hash)
