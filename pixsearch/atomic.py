@@ -20,8 +20,15 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
 
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Create or replace `path` with what `write` writes to the open file; readers see old or new, never half."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], None], keep_mode: bool = False) -> None:
+    """Create or replace `path` with what `write` writes to the open file; readers see old or new, never half.
+
+    With `keep_mode`, a file replaced keeps its permission bits (a sidecar the user made private stays so).
+
+    Raises:
+        OSError: the folder cannot be written; nothing was changed.
+    """
+    mode = path.stat().st_mode & 0o7777 if keep_mode and path.exists() else None
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
@@ -29,11 +36,13 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    write_atomic(path, lambda handle: handle.write(data))
+def write_bytes_atomic(path: Path, data: bytes, keep_mode: bool = False) -> None:
+    write_atomic(path, lambda handle: handle.write(data), keep_mode)

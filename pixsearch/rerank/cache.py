@@ -7,13 +7,13 @@ once per image: kept in a bounded in-memory LRU, and optionally on disk in float
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pixsearch.atomic import write_atomic
 
 
 def feature_bytes(feature: Any) -> int:
@@ -103,14 +103,7 @@ class DiskCache:
     def put(self, key: tuple[int, str], feature: Any) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self._path(key)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(to_storage(feature), tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda handle: torch.save(to_storage(feature), handle))
 
     def __contains__(self, key: tuple[int, str]) -> bool:
         return self._path(key).exists()

@@ -16,13 +16,12 @@ digiKam's compatible mode); for a new sidecar `naming` picks `photo.jpg.xmp` ("f
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pixsearch.atomic import write_bytes_atomic
 from pixsearch.errors import ConfigError, PixsearchError
 
 X = "adobe:ns:meta/"
@@ -209,19 +208,7 @@ def _serialise(root: ET.Element, prefixes: dict[str, str]) -> bytes:
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
-    mode = path.stat().st_mode & 0o777 if path.exists() else None
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+        write_bytes_atomic(path, payload, keep_mode=True)
     except OSError as error:
         raise XmpError(f"{path}: cannot write next to it ({error.strerror or error})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -96,3 +96,15 @@ def test_merge_rules() -> None:
     assert written == ["b", "new"]  # "A" was there before pixsearch: never claimed
     subjects, written, added, removed = merge_keywords(subjects, set(written), ["a"])
     assert subjects == ["A", "mine"] and removed == ["b", "new"] and written == []
+
+
+def test_a_new_sidecar_follows_the_umask_and_an_old_one_keeps_its_mode(photo: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        created = write_sidecar(photo, ["beach"]).path
+        assert os.stat(created).st_mode & 0o777 == 0o644  # like the photo beside it, readable by other tools
+        os.chmod(created, 0o600)
+        write_sidecar(photo, ["dog"])
+        assert os.stat(created).st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
