@@ -1,6 +1,8 @@
 """The one place errors become HTTP status codes: `{"detail": "<one-line reason>"}`, never a traceback.
 
-Pages (not /api/...) asked for by a browser get the same status with an HTML error page.
+Pages (not /api/...) asked for by a browser get the same status with an HTML error page. An error
+no handler expects is a 500 made inside the app (`CatchAll`), so the server never sees it and the
+client's keep-alive connection stays usable.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixsearch.errors import (
     BadImageError,
@@ -98,14 +101,50 @@ async def _validation(request: Request, error: Exception) -> Response:
     return error_response(request, 422, one_line(f"{where}: {message}" if where else message))
 
 
+INTERNAL = "internal server error; the server log has the details"
+
+
 async def _unexpected(request: Request, error: Exception) -> Response:
     log.error("%s %s failed", request.method, request.url.path, exc_info=error)
-    return error_response(request, 500, "internal server error; the server log has the details")
+    return error_response(request, 500, INTERNAL)
+
+
+class CatchAll:
+    """Answers an exception that no handler took with a clean 500, inside the app.
+
+    Starlette's own last-resort handler answers too, but then raises the exception again to the
+    server, and uvicorn closes the connection: the client's next request on it fails.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as error:
+            if started:
+                raise  # half a response is out: only closing the connection can end it
+            request = Request(scope)
+            log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+            await error_response(request, 500, INTERNAL)(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
+    """The exception handlers, and `CatchAll` outside every other middleware (call after adding them)."""
     for cls in CLIENT_ERRORS:
         app.add_exception_handler(cls, _known)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(CatchAll)

@@ -66,13 +66,16 @@ def knn_vector(context: WebContext, request: KnnRequest) -> np.ndarray:
 def _embedding(context: WebContext, values: list[float]) -> np.ndarray:
     with context.search_lock:
         dim = context.search.model.dim
-    vector = np.asarray(values, dtype=np.float32)
+    vector = np.asarray(values, dtype=np.float64)
     if vector.shape != (dim,):
         raise ConfigError(f"embedding_input has {vector.size} values; this library's model has {dim}")
-    norm = float(np.linalg.norm(vector))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise ConfigError("embedding_input must be finite and not all zeros")
-    return vector / norm
+    if not np.isfinite(vector).all():
+        raise ConfigError("embedding_input must hold finite numbers")
+    peak = float(np.abs(vector).max())
+    if peak == 0.0:
+        raise ConfigError("embedding_input must not be all zeros")
+    vector = vector / peak  # first, so that squaring values near the float limits cannot overflow
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
 def _decode_base64(text: str) -> bytes:

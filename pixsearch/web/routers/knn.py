@@ -30,6 +30,8 @@ def _json_body(raw: bytes, model: type[BaseModel]) -> Any:
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as error:
         raise ConfigError(f"body is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ConfigError("body is not valid JSON here (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConfigError("body must be a JSON object")
     try:
