@@ -3,7 +3,8 @@
 
 A person's caption is stored under the spec 'person' and always shown; a model's caption under its
 captioner spec, shown while that captioner is the configured one and the photo's bytes are those it
-described. Earlier versions kept captions in `<library>/captions.json` (keyed by content hash);
+described. A caption generated for a caller who may not write is only remembered in memory (a
+bounded cache per app), so viewing a photo never writes to the library. Earlier versions kept captions in `<library>/captions.json` (keyed by content hash);
 `import_legacy_json` moves such a file into the table once and renames it `captions.json.imported`.
 """
 
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -33,6 +37,7 @@ class Caption:
     source: str  # MODEL or USER
     model: str | None  # the captioner spec, for MODEL captions
     created_at: str  # ISO 8601
+    stored: bool = True  # False: generated for a caller who may not write, kept in memory only
 
     def is_current(self, captioner: str | None) -> bool:
         """A user's caption always stands; a model's only while that model is the configured one."""
@@ -42,11 +47,15 @@ class Caption:
 class CaptionStore:
     """Reads and writes captions of one library; safe to use from several threads (one session each)."""
 
-    def __init__(self, library: Library) -> None:
+    def __init__(self, library: Library, remembered: int = 512) -> None:
         self.library = library
+        self.capacity = remembered
+        self._remembered: OrderedDict[tuple[int, str, str], Caption] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, row: ImageRow, captioner: str | None) -> Caption | None:
-        """The person's caption of the photo, else `captioner`'s if it describes the current bytes."""
+        """The person's caption of the photo, else `captioner`'s if it describes the current bytes:
+        stored, else remembered."""
         with self.library.session() as session:
             for spec, source in ((PERSON, USER), (captioner, MODEL)):
                 if spec is None:
@@ -54,7 +63,24 @@ class CaptionStore:
                 text = caption_of(session, row.id, spec)
                 if text is not None:
                     return Caption(text, source, None if source == USER else spec, _created(session, row.id, spec))
-        return None
+        return self.recalled(row, captioner)
+
+    def remember(self, row: ImageRow, text: str, model: str) -> Caption:
+        """Keep `model`'s caption of the photo's current bytes in memory only (the oldest go first)."""
+        caption = Caption(text, MODEL, model, datetime.now().isoformat(timespec="seconds"), stored=False)
+        with self._lock:
+            self._remembered[(row.id, row.content_hash, model)] = caption
+            while len(self._remembered) > self.capacity:
+                self._remembered.popitem(last=False)
+        return caption
+
+    def recalled(self, row: ImageRow, captioner: str | None) -> Caption | None:
+        """The caption `remember` kept for the photo's current bytes and `captioner`, if any."""
+        if captioner is None:
+            return None
+        with self._lock:
+            caption = self._remembered.get((row.id, row.content_hash, captioner))
+        return None if caption is None else replace(caption)
 
     def put(self, row: ImageRow, text: str, source: str, model: str | None) -> Caption:
         """Store a caption (a person's when `source` is USER, else `model`'s) and return it."""

@@ -48,16 +48,21 @@ def get_api_key(
 ApiKeyDep = Annotated[str | None, Depends(get_api_key)]
 
 
+def may_write(context: WebContext, key: str | None) -> bool:
+    """Whether writes are on and `key` is the server's API key (compared in constant time)."""
+    expected = context.options.api_key
+    return expected is not None and key is not None and hmac.compare_digest(key.encode(), expected.encode())
+
+
 def check_write(context: WebContext, key: str | None) -> None:
     """Refuse a change to the library unless writes are on and `key` is the server's API key.
 
     Raises:
         HTTPException: 403 when the server has no API key (writes off), 401 for a missing or wrong key.
     """
-    expected = context.options.api_key
-    if expected is None:
+    if context.options.api_key is None:
         raise HTTPException(403, "changes are switched off on this server (start it with an API key to allow them)")
-    if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
+    if not may_write(context, key):
         raise HTTPException(
             401, "this change needs the server's API key (X-API-Key header)", {"WWW-Authenticate": "Bearer"}
         )

@@ -76,6 +76,9 @@ class CaptionPublic(BaseModel):
     model: str | None = None
     created_at: str
     generated: bool = Field(False, description="made by this request")
+    stored: bool = Field(
+        True, description="kept in the library; false: made for a caller without the API key, kept in memory only"
+    )
 
 
 class CaptionCreate(BaseModel):
@@ -264,6 +267,7 @@ def caption_public(image_id: int, caption: Caption, generated: bool = False) -> 
         model=caption.model,
         created_at=caption.created_at,
         generated=generated,
+        stored=caption.stored,
     )
 
 

@@ -121,16 +121,16 @@ def test_a_vanished_file_is_a_404_not_a_500(make_client, library_dir, photos, tm
 
 # -- captions ---------------------------------------------------------------------------------------
 def test_caption_is_generated_once_then_stored(make_client, fresh_library, image_ids, caption_spec) -> None:
-    client = make_client(library=fresh_library, captioner=caption_spec)
+    client = make_client(library=fresh_library, captioner=caption_spec, api_key=KEY)
     image_id = image_ids["img_0004.png"]
     assert client.get(f"/api/images/{image_id}").json()["caption"] is None
-    first = client.post(f"/api/images/{image_id}/caption")
+    first = client.post(f"/api/images/{image_id}/caption", headers={"X-API-Key": KEY})
     assert first.status_code == 200
     body = first.json()
     assert body["generated"] is True and body["source"] == "model" and body["model"] == caption_spec
-    assert isinstance(body["caption"], str) and body["caption"]
+    assert isinstance(body["caption"], str) and body["caption"] and body["stored"] is True
     again = client.post(f"/api/images/{image_id}/caption", json={}).json()
-    assert again["generated"] is False and again["caption"] == body["caption"]
+    assert again["generated"] is False and again["caption"] == body["caption"] and again["stored"] is True
     assert client.get(f"/api/images/{image_id}").json()["caption"]["caption"] == body["caption"]
     # stored in the library's captions table, so the keyword index finds it
     library = Library.open(fresh_library)
@@ -161,6 +161,70 @@ def test_setting_or_regenerating_a_caption_needs_the_key(make_client, fresh_libr
     assert client.post(url).json()["caption"] == "my dog"
     regenerated = client.post(url, json={"regenerate": True}, headers={"Authorization": f"Bearer {KEY}"}).json()
     assert regenerated["source"] == "model" and regenerated["generated"] is True
+
+
+class CountingCaptioner:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def load(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def caption(self, images):
+        self.calls += 1
+        return [f"a drawing, take {self.calls}"]
+
+
+@pytest.mark.parametrize("api_key, headers", [(None, {}), (KEY, {}), (KEY, {"X-API-Key": "wrong-key-123"})])
+def test_a_caller_who_may_not_write_sees_a_caption_that_is_not_stored(
+    make_client, fresh_library, image_ids, api_key, headers
+) -> None:
+    client = make_client(library=fresh_library, captioner="blip-caption:/unused", api_key=api_key)
+    captioner = CountingCaptioner()
+    client.app.state.context.models._captioner._model = captioner  # as if loaded
+    image_id = image_ids["img_0005.png"]
+    url = f"/api/images/{image_id}/caption"
+    first = client.post(url, headers=headers)
+    assert first.status_code == 200
+    body = first.json()
+    assert (body["caption"], body["generated"], body["stored"]) == ("a drawing, take 1", True, False)
+    # kept in memory only: shown again without generating again, never written to the library
+    again = client.post(url, json={}, headers=headers).json()
+    assert (again["caption"], again["generated"], again["stored"]) == ("a drawing, take 1", False, False)
+    assert client.get(f"/api/images/{image_id}").json()["caption"]["stored"] is False
+    assert captioner.calls == 1
+    library = Library.open(fresh_library)
+    with library.session() as session:
+        assert caption_of(session, image_id, "blip-caption:/unused") is None
+    library.close()
+    # a new server over the same library has nothing stored
+    assert (
+        make_client(library=fresh_library, captioner="blip-caption:/unused")
+        .get(f"/api/images/{image_id}")
+        .json()["caption"]
+        is None
+    )
+
+
+def test_a_caller_who_may_write_stores_the_generated_caption(make_client, fresh_library, image_ids) -> None:
+    client = make_client(library=fresh_library, captioner="blip-caption:/unused", api_key=KEY)
+    captioner = CountingCaptioner()
+    client.app.state.context.models._captioner._model = captioner
+    auth = {"Authorization": f"Bearer {KEY}"}
+    first, second = image_ids["img_0005.png"], image_ids["img_0006.png"]
+    body = client.post(f"/api/images/{first}/caption", headers=auth).json()
+    assert (body["caption"], body["generated"], body["stored"]) == ("a drawing, take 1", True, True)
+    # seen anonymously first (kept in memory), then by a writer: stored as it was, not made again
+    assert client.post(f"/api/images/{second}/caption").json()["stored"] is False
+    kept = client.post(f"/api/images/{second}/caption", headers=auth).json()
+    assert (kept["caption"], kept["generated"], kept["stored"]) == ("a drawing, take 2", False, True)
+    assert captioner.calls == 2
+    library = Library.open(fresh_library)
+    with library.session() as session:
+        assert caption_of(session, first, "blip-caption:/unused") == "a drawing, take 1"
+        assert caption_of(session, second, "blip-caption:/unused") == "a drawing, take 2"
+    library.close()
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from pixsearch.errors import EmptyIndexError, NotFoundError
 from pixsearch.search import ImageHit
 from pixsearch.storage.annotations import CONFIRMED, MAX_TAG_LENGTH, REJECTED, set_tag_state
-from pixsearch.storage.schema import ImageRow
-from pixsearch.web.captions import MODEL, USER, Caption
+from pixsearch.web.captions import MODEL, USER
 from pixsearch.web.context import WebContext
-from pixsearch.web.deps import ApiKeyDep, ContextDep, ImageRowDep, check_write
+from pixsearch.web.deps import ApiKeyDep, ContextDep, ImageRowDep, check_write, may_write
+from pixsearch.web.models import RoleNotConfigured
 from pixsearch.web.querying import WebQuery, run_query
 from pixsearch.web.responses import OpenFileResponse, content_disposition
 from pixsearch.web.schemas import (
@@ -131,11 +131,6 @@ def image_file(context: ContextDep, row: ImageRowDep) -> Response:
     )
 
 
-async def _generate_caption(context: WebContext, row: ImageRow) -> Caption:
-    text = await context.models.caption(lambda: context.read_image(row))
-    return await run_in_threadpool(context.captions.put, row, text, MODEL, context.options.captioner)
-
-
 @router.post(
     "/{image_id}/caption",
     response_model=CaptionPublic,
@@ -151,8 +146,10 @@ async def image_caption(
     key: ApiKeyDep,
     body: Annotated[CaptionCreate | None, Body()] = None,
 ) -> CaptionPublic:
-    """The photo's caption: the stored one, else generated now by the captioner and stored.
+    """The photo's caption: the stored one, else generated now by the captioner.
 
+    A generated caption is stored in the library only for a caller with the API key; anyone else sees
+    it (`stored` false) and the server keeps it in memory for a while, but nothing is written.
     With `{"caption": "..."}` sets it, with `{"regenerate": true}` makes it again; both need the API key.
     """
     body = body or CaptionCreate()
@@ -161,10 +158,22 @@ async def image_caption(
     if body.caption is not None:
         caption = await run_in_threadpool(context.captions.put, row, body.caption, USER, None)
         return caption_public(row.id, caption)
-    stored = None if body.regenerate else context.caption(row)
-    if stored is not None:
-        return caption_public(row.id, stored)
-    return caption_public(row.id, await _generate_caption(context, row), generated=True)
+    shown = None if body.regenerate else await run_in_threadpool(context.caption, row)
+    writer = may_write(context, key)
+    if shown is not None and (shown.stored or not writer):
+        return caption_public(row.id, shown)
+    if shown is not None:  # made earlier for a caller who may not write: this one may, so keep it
+        caption = await run_in_threadpool(context.captions.put, row, shown.text, MODEL, shown.model)
+        return caption_public(row.id, caption)
+    spec = context.options.captioner
+    if spec is None:
+        raise RoleNotConfigured("no captioner is configured on this server")
+    text = await context.models.caption(lambda: context.read_image(row))
+    if writer:
+        caption = await run_in_threadpool(context.captions.put, row, text, MODEL, spec)
+    else:
+        caption = context.captions.remember(row, text, spec)
+    return caption_public(row.id, caption, generated=True)
 
 
 @router.post("/{image_id}/ask", response_model=AskPublic, responses=MODEL_ERRORS)

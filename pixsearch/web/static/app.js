@@ -43,7 +43,9 @@ async function fillCaption() {
   const caption = document.getElementById("caption");
   if (!caption || caption.dataset.missing !== "true") return;
   try {
-    const data = await postJson(caption.dataset.url, {});
+    // with the key this tab was given (for tags), a generated caption is stored; without, only shown
+    const key = sessionStorage.getItem(KEY_STORE);
+    const data = await postJson(caption.dataset.url, {}, "POST", key ? { "X-API-Key": key } : {});
     caption.textContent = data.caption || "(the model found no words)";
     caption.dataset.missing = "false";
   } catch (error) {
