@@ -6,7 +6,9 @@ import logging
 import os
 from pathlib import Path
 
-from pixsearch.errors import ModelNotFoundError
+from pixsearch.errors import ModelNotFoundError, UnknownBackendError
+from pixsearch.models.registry import find_backend
+from pixsearch.models.roles import Role
 from pixsearch.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -20,16 +22,32 @@ def _offline() -> bool:
 MODELSCOPE_BACKENDS = frozenset({"mplug", "mplug-itm", "mplug-vqa", "mplug-caption", "ofa-ve"})
 
 
+# where each role's spec is given on the command line (the role's environment variable works too)
+_OPTION = {
+    Role.DUAL_ENCODER: "--model",
+    Role.RERANKER: "--rerank",
+    Role.CAPTIONER: "--captioner",
+    Role.ANSWERER: "--answerer",
+    Role.ENTAILER: "--entailer",
+    Role.TEXT_ENCODER: "--query-model",
+}
+TRY_OFFLINE = "to see pixsearch work with no network at all, run `pixsearch demo` (packaged demo models)"
+
+
 def how_to_supply(spec: ModelSpec) -> str:
+    """How to give pixsearch this model without the hub: fetch it elsewhere, pass the folder; or try the demo."""
+    try:
+        option = _OPTION.get(find_backend(spec.backend).role)
+    except UnknownBackendError:
+        option = None
+    target = f"{option} {spec.backend}:DIR" if option else f"{spec.backend}:DIR"
     if spec.backend in MODELSCOPE_BACKENDS:
-        return (
-            "download the ModelScope model on a machine with network "
-            f"(`modelscope download --model ID --local_dir DIR`), copy DIR here and pass '{spec.backend}:DIR'"
+        fetch = (
+            "download the ModelScope model on a machine with network (`modelscope download --model ID --local_dir DIR`)"
         )
-    return (
-        f"download it on a machine with network (`hf download HUB_ID --local-dir DIR`), "
-        f"copy DIR here and pass '{spec.backend}:DIR'"
-    )
+    else:
+        fetch = "download it on a machine with network (`hf download HUB_ID --local-dir DIR`)"
+    return f"{fetch}, copy DIR here and pass `{target}`; {TRY_OFFLINE}"
 
 
 def resolve_source(spec: ModelSpec, required: tuple[str, ...] = ()) -> Path:
