@@ -75,7 +75,7 @@ def evaluate_retrieval(
 
     Returns:
         {"images", "texts", "text_to_image": {"R@1": ...}, "image_to_text": {...}} and, with a reranker,
-        "text_to_image_reranked", "image_to_text_reranked" and "rerank_k".
+        "text_to_image_reranked", "image_to_text_reranked", "rerank_k", "fusion" and "similarity_weight".
     """
     options = options or EvalOptions()
     images = data.images()
@@ -103,6 +103,8 @@ def evaluate_retrieval(
         result["text_to_image_reranked"] = _named(recall_at_k(t2i, text_truth, options.ks))
         result["image_to_text_reranked"] = _named(recall_at_k(i2t, image_truth, options.ks))
         result["rerank_k"] = options.rerank_k
+        result["fusion"] = str(options.fusion)
+        result["similarity_weight"] = options.similarity_weight
     return result
 
 

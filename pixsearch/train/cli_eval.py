@@ -9,7 +9,7 @@ from pixsearch.errors import ConfigError
 from pixsearch.evaluation.readers import BadRowPolicy, enforce, read_pairs, read_questions
 from pixsearch.evaluation.run import EvalOptions, evaluate_captions, evaluate_retrieval, evaluate_vqa
 from pixsearch.models import ModelOptions, Role, create
-from pixsearch.rerank import Fusion
+from pixsearch.rerank import Fusion, similarity_weight
 from pixsearch.settings import Settings
 
 
@@ -43,7 +43,7 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
             eval_options = EvalOptions(
                 rerank_k=args.rerank_k,
                 fusion=Fusion.parse(args.fusion),
-                similarity_weight=args.sim_weight,
+                similarity_weight=similarity_weight(args.sim_weight, encoder) if args.rerank else 1.0,
                 max_pixels=settings.max_pixels,
             )
             retrieval = evaluate_retrieval(data, encoder, reranker, eval_options, progress)

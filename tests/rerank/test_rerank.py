@@ -10,7 +10,7 @@ from images import draw, write_folder
 from pixsearch.errors import ConfigError
 from pixsearch.indexer import Indexer, IndexOptions
 from pixsearch.models import Role, create
-from pixsearch.rerank import Fusion, RerankOptions, RerankService
+from pixsearch.rerank import Fusion, RerankOptions, RerankService, similarity_weight
 from pixsearch.rerank.cache import DiskCache, MemoryCache, disk_usage, from_storage, to_storage
 from pixsearch.search import SearchService
 from pixsearch.storage import Library
@@ -73,6 +73,19 @@ def test_similarity_weight_scales_the_first_stage_score(setup) -> None:
         assert hit.score == pytest.approx(hit.rerank_score + weight * hit.first_stage_score, abs=1e-3)
     with pytest.raises(ConfigError, match="similarity weight"):
         RerankOptions(similarity_weight=-1.0)
+
+
+def test_similarity_weight_from_the_dual_encoder(clip_spec: str) -> None:
+    encoder = create(clip_spec, Role.DUAL_ENCODER)
+    assert similarity_weight("logit-scale", encoder) == pytest.approx(encoder.logit_scale)
+    assert similarity_weight("auto", encoder) == pytest.approx(encoder.logit_scale)
+    assert similarity_weight("auto", object()) == 1.0  # no logit scale: LAVIS's weight
+    assert similarity_weight("2.5") == 2.5 and similarity_weight(0) == 0.0
+    with pytest.raises(ConfigError, match="needs a dual encoder with a logit scale"):
+        similarity_weight("logit-scale", object())
+    for bad in ("-1", "nan", "inf", "heavy"):
+        with pytest.raises(ConfigError, match="similarity weight"):
+            similarity_weight(bad, encoder)
 
 
 def test_memory_cache_skips_the_vision_tower_the_second_time(setup, monkeypatch) -> None:
