@@ -27,9 +27,10 @@ HERE = Path(__file__).parent
 DESCRIPTION = """Search your photos by words or by a photo; captions, tags, questions and statement checks on each result.
 
 Reading is open. Changes to the library (setting or regenerating a caption, adding, confirming or
-removing a tag) need the server's API key
-in an `X-API-Key` header. Every error is `{"detail": "<one-line reason>"}` with a 4xx status
-(503 when a model cannot be loaded or is busy).
+removing a tag) need the server's API key in an `X-API-Key` header (or as a bearer token); a caption
+generated for a caller without it is shown but not stored. Only regular files below the folders the
+library indexed are ever served, never through a link. Every error is `{"detail": "<one-line reason>"}`
+with a 4xx status (503 when a model cannot be loaded or is busy; 500, same shape, for a server fault).
 
 `POST /knn-service`, `GET /indices-list` and `POST /metadata` follow clip-retrieval's back end, so its
 client and front end work against this server.

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from pixsearch.search import ImageHit
 from pixsearch.storage.annotations import MAX_TAG_LENGTH, Tag
@@ -37,8 +37,28 @@ def plain_text(value: str | None) -> str | None:
 PlainText = AfterValidator(plain_text)
 
 
+# a camera's EXIF time and the server's clock carry no time zone, so these are not RFC 3339 date-times
+LocalDateTime = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "ISO 8601 date and time without a time zone",
+            "example": "2021-06-15T10:30:00",
+        }
+    ),
+]
+
+
 class ErrorPublic(BaseModel):
     detail: str = Field(description="one-line reason")
+
+
+# every route with parameters or a body: the handlers answer a bad one in this shape, not FastAPI's list
+INVALID = {
+    400: {"model": ErrorPublic, "description": "the body cannot be read (not UTF-8, nested too deeply)"},
+    422: {"model": ErrorPublic, "description": "a parameter or the body is invalid (the reason names it)"},
+}
 
 
 class HitPublic(BaseModel):
@@ -49,7 +69,7 @@ class HitPublic(BaseModel):
     rerank_score: float | None = Field(None, description="the reranker's own score, when reranked")
     width: int
     height: int
-    taken_at: datetime | None = None
+    taken_at: LocalDateTime | None = None
     camera: str | None = None
     thumbnail_url: str
     page_url: str
@@ -181,9 +201,9 @@ class ImagePublic(BaseModel):
     width: int
     height: int
     size: int = Field(description="file size in bytes")
-    taken_at: datetime | None = None
+    taken_at: LocalDateTime | None = None
     camera: str | None = None
-    indexed_at: datetime
+    indexed_at: LocalDateTime
     caption: CaptionPublic | None = None
     tags: list[TagPublic]
     thumbnail_url: str

@@ -8,8 +8,8 @@ import shutil
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fakes import FAKE_SPECS, install_fakes
 from images import draw
 from sqlalchemy import delete, select
 
@@ -19,33 +19,6 @@ from pixsearch.storage import Library
 from pixsearch.storage.schema import ImageRow, Meta
 
 SECRET = b"root:x:0:0:root:/root:/bin/bash\n"
-
-
-class FakeModels:
-    """Stand-ins for the captioner, answerer, entailer and patch scorer that record the images they get."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[int, int]] = []
-
-    def load(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def caption(self, images):
-        self.seen.extend(image.size for image in images)
-        return ["a drawing"]
-
-    def answer(self, image, question, top_k):
-        self.seen.append(image.size)
-        return [("yes", 0.75)]
-
-    def judge(self, image, statement):
-        self.seen.append(image.size)
-        return {"entailment": 0.5, "neutral": 0.25, "contradiction": 0.25}
-
-    def patch_scores(self, image, text):
-        self.seen.append(image.size)
-        return np.full((2, 2), 0.5, dtype=np.float32)
 
 
 @pytest.fixture
@@ -73,18 +46,8 @@ def library(tmp_path: Path, clip_spec: str) -> dict:
 @pytest.fixture
 def served(make_client, library):
     """A client over the library with fake models in every role, and the fakes."""
-    client = make_client(
-        library=library["root"],
-        captioner="blip-caption:/unused",
-        answerer="blip-vqa:/unused",
-        entailer="ofa-ve:/unused",
-        patch_scorer="vle-pbc:/unused",
-        thumbnail_size=32,
-    )
-    fakes = FakeModels()
-    models = client.app.state.context.models
-    for lazy in (models._captioner, models._answerer, models._entailer, models._patch_scorer):
-        lazy._model = fakes  # as if loaded
+    client = make_client(library=library["root"], thumbnail_size=32, **FAKE_SPECS)
+    fakes = install_fakes(client.app)
     return client, fakes
 
 

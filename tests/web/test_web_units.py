@@ -81,7 +81,7 @@ def _one_image_library(root: Path) -> Library:
 
 def test_caption_store_keeps_captions_in_the_database(tmp_path: Path) -> None:
     library = _one_image_library(tmp_path / "lib")
-    row = SimpleNamespace(id=1)
+    row = SimpleNamespace(id=1, content_hash="ab" * 16)
     store = CaptionStore(library)
     assert store.get(row, "blip-caption:x") is None
     made = store.put(row, "a dog", MODEL, "blip-caption:x")
@@ -94,6 +94,19 @@ def test_caption_store_keeps_captions_in_the_database(tmp_path: Path) -> None:
     with library.session() as session:  # and the keyword index finds it
         assert keywords.search(session, keywords.KeywordQuery(include=("dog",)), 5) != []
     assert list((tmp_path / "lib").glob("captions*")) == []
+
+
+def test_a_remembered_caption_is_shown_but_never_stored(tmp_path: Path) -> None:
+    library = _one_image_library(tmp_path / "lib")
+    row = SimpleNamespace(id=1, content_hash="ab" * 16)
+    store = CaptionStore(library, remembered=2)
+    kept = store.remember(row, "a cat", "blip-caption:x")
+    assert not kept.stored and store.get(row, "blip-caption:x") == kept
+    assert store.get(row, "blip-caption:y") is None and CaptionStore(library).get(row, "blip-caption:x") is None
+    assert store.get(SimpleNamespace(id=1, content_hash="cd" * 16), "blip-caption:x") is None  # other bytes
+    for other in (2, 3):  # the oldest goes first
+        store.remember(SimpleNamespace(id=other, content_hash="ab" * 16), "x", "blip-caption:x")
+    assert store.get(row, "blip-caption:x") is None
 
 
 def test_an_old_caption_file_moves_into_the_database(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from pixsearch.web.models import RoleNotConfigured
 from pixsearch.web.querying import WebQuery, run_query
 from pixsearch.web.responses import OpenFileResponse, content_disposition
 from pixsearch.web.schemas import (
+    INVALID,
     AnswerPublic,
     AskCreate,
     AskPublic,
@@ -42,7 +43,7 @@ from pixsearch.web.schemas import (
     tag_public,
 )
 
-router = APIRouter(prefix="/api/images", tags=["images"])
+router = APIRouter(prefix="/api/images", tags=["images"], responses=INVALID)
 
 NOT_FOUND = {
     404: {

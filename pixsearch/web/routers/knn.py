@@ -103,7 +103,20 @@ class MetadataResult(BaseModel):
     metadata: dict[str, str | None]
 
 
-@router.post("/metadata", response_model=list[MetadataResult])
+@router.post(
+    "/metadata",
+    response_model=list[MetadataResult],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": MetadataRequest.model_json_schema()}},
+        }
+    },
+    responses={
+        400: {"model": ErrorPublic, "description": "the body is not a JSON object"},
+        422: {"model": ErrorPublic, "description": "ids missing or not a list of image ids"},
+    },
+)
 async def metadata(request: Request, context: ContextDep) -> list[MetadataResult]:
     """Caption and image URL of image ids, as clip-retrieval's front end asks for them."""
     query = _json_body(await request.body(), MetadataRequest)

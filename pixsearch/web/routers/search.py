@@ -26,7 +26,7 @@ ERRORS = {
     404: {"model": ErrorPublic, "description": "'like' names no image"},
     409: {"model": ErrorPublic, "description": "nothing indexed yet"},
     413: {"model": ErrorPublic, "description": "upload too large"},
-    422: {"model": ErrorPublic, "description": "invalid parameter, or the upload is not an image"},
+    422: {"model": ErrorPublic, "description": "invalid parameter (named), or the upload is not an image"},
 }
 
 
