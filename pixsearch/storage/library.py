@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import BigInteger, cast, delete, func, select
 from sqlalchemy.orm import Session
 
 from pixsearch.atomic import TMP_SUFFIX
@@ -135,9 +135,10 @@ class Library:
         """Count and checksums of the stored vector ids of `key`, as `IdDigest.of` computes them."""
         table = _VECTOR_TABLES[kind]
         count, total, mixed = session.execute(
-            select(func.count(), func.sum(table.id), func.sum((table.id * DIGEST_A) % DIGEST_P)).where(
-                table.model_key == key
-            )
+            # BIGINT: on PostgreSQL `id` is a 32-bit INTEGER and id * DIGEST_A would overflow it
+            select(
+                func.count(), func.sum(table.id), func.sum((cast(table.id, BigInteger) * DIGEST_A) % DIGEST_P)
+            ).where(table.model_key == key)
         ).one()
         return IdDigest(int(count), int(total or 0), int(mixed or 0))
 

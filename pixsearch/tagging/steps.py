@@ -14,8 +14,8 @@ from PIL import Image
 from sqlalchemy import select
 
 from pixsearch.errors import BadImageError
-from pixsearch.imageio import load_image
 from pixsearch.models.roles import Entailer, Tagger
+from pixsearch.photos import load_photo
 from pixsearch.storage import Library
 from pixsearch.storage.annotations import CONFIRMED, SUGGESTED, set_ocr_text, set_tag_state, suggest_tags
 from pixsearch.storage.annotations import tags_of as stored_tags
@@ -127,11 +127,13 @@ class ImagePass:
     batch_size: int = 16
 
 
-def _decoded(rows: Sequence[ImageRow], max_pixels: int, report: TagReport) -> list[tuple[ImageRow, Image.Image]]:
+def _decoded(
+    library: Library, rows: Sequence[ImageRow], max_pixels: int, report: TagReport
+) -> list[tuple[ImageRow, Image.Image]]:
     out = []
     for row in rows:
         try:
-            out.append((row, load_image(Path(row.path), max_pixels, draft=1024)))
+            out.append((row, load_photo(library, row.path, max_pixels, draft=1024)))
         except BadImageError as error:
             report.skipped.append((row.path, error.reason))
     return out
@@ -142,7 +144,7 @@ def run_image_pass(
 ) -> None:
     """Decode each photo once and run the ImageNet tagger, OCR and the entailment check on it."""
     for start in range(0, len(rows), work.batch_size):
-        batch = _decoded(rows[start : start + work.batch_size], work.max_pixels, report)
+        batch = _decoded(library, rows[start : start + work.batch_size], work.max_pixels, report)
         if batch and work.imagenet is not None:
             found = work.imagenet.tag([image for _row, image in batch])
             with library.session() as session:

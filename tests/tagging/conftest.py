@@ -65,6 +65,7 @@ def library_copy(indexed_library: Path, tmp_path: Path) -> Callable[[], tuple[Li
         with library.session() as session:  # the copy's rows still name the original photos
             for row in session.execute(select(ImageRow)).scalars():
                 row.path = str(target / "photos" / Path(row.path).name)
+            library.add_photo_roots(session, [target / "photos"])  # photos are read only below it
         opened.append(library)
         return library, target / "photos"
 
