@@ -32,9 +32,22 @@ def open_photo(library: Library, path: str) -> BinaryIO:
         raise FileAccessError(
             path,
             "this library records no photo folders (it was made by an older pixsearch), so no file is "
-            "opened; run `pixsearch index` on its folders again",
+            "served; run `pixsearch index` on its folders again",
         )
     return open_regular(path, roots)
+
+
+def decode_photo(handle: BinaryIO, path: str, max_pixels: int, draft: int | None = None) -> Image.Image:
+    """Decode an opened photo to RGB, EXIF-rotated, within the indexer's file and pixel limits.
+
+    Raises:
+        ValueError: with the reason as its message.
+    """
+    problem = size_problem(os.fstat(handle.fileno()).st_size, DEFAULT_MAX_BYTES)
+    if problem:
+        raise ValueError(problem)
+    image, _, _ = open_image(handle, path, max_pixels, draft)
+    return image
 
 
 def load_photo(
@@ -47,11 +60,7 @@ def load_photo(
     """
     try:
         with open_photo(library, path) as handle:
-            problem = size_problem(os.fstat(handle.fileno()).st_size, DEFAULT_MAX_BYTES)
-            if problem:
-                raise ValueError(problem)
-            image, _, _ = open_image(handle, path, max_pixels, draft)
-            return image
+            return decode_photo(handle, path, max_pixels, draft)
     except FileAccessError as error:
         raise BadImageError(path, error.reason) from None
     except ValueError as error:

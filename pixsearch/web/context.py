@@ -6,7 +6,6 @@ through `deps.py`. Nothing here is module-level, so two apps in one process neve
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -16,10 +15,9 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
-from pixsearch.errors import FileAccessError, NotFoundError
-from pixsearch.imageio import DEFAULT_MAX_BYTES, open_image, size_problem
+from pixsearch.errors import NotFoundError
 from pixsearch.models.spec import ModelOptions
-from pixsearch.safefile import open_regular
+from pixsearch.photos import decode_photo, open_photo
 from pixsearch.search import ImageHit, SearchService
 from pixsearch.settings import Settings
 from pixsearch.storage import Library
@@ -118,15 +116,7 @@ class WebContext:
         Raises:
             FileAccessError: naming the reason (a link, not a regular file, outside the folders, gone).
         """
-        with self.library.session() as session:
-            roots = self.library.photo_roots(session)
-        if not roots:
-            raise FileAccessError(
-                row.path,
-                "this library records no photo folders (it was made by an older pixsearch), so no file is "
-                "served; run `pixsearch index` on its folders again",
-            )
-        return open_regular(row.path, roots)
+        return open_photo(self.library, row.path)
 
     def read_image(self, row: ImageRow) -> Image.Image:
         """The library file of `row` (opened as `open_file` does), decoded with the library's pixel limit.
@@ -136,14 +126,10 @@ class WebContext:
             image is not the client's fault).
         """
         with self.open_file(row) as handle:
-            problem = size_problem(os.fstat(handle.fileno()).st_size, DEFAULT_MAX_BYTES)
             try:
-                if problem:
-                    raise ValueError(problem)
-                image, _, _ = open_image(handle, row.path, self.settings.max_pixels, None)
+                return decode_photo(handle, row.path, self.settings.max_pixels)
             except ValueError as error:
                 raise NotFoundError(f"the file of image {row.id} can no longer be read: {error}") from None
-        return image
 
     def thumbnail(self, row: ImageRow, size: int) -> bytes:
         """A JPEG of `row` fitting in size x size; the file is opened (and so checked) every time."""
