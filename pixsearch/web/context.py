@@ -16,6 +16,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from pixsearch.errors import NotFoundError
+from pixsearch.imageio import load_query_image
 from pixsearch.models.spec import ModelOptions
 from pixsearch.photos import decode_photo, open_photo
 from pixsearch.search import ImageHit, SearchService
@@ -130,6 +131,17 @@ class WebContext:
                 return decode_photo(handle, row.path, self.settings.max_pixels)
             except ValueError as error:
                 raise NotFoundError(f"the file of image {row.id} can no longer be read: {error}") from None
+
+    def query_image(self, data: bytes, name: str) -> Image.Image:
+        """An uploaded query photo, decoded exactly as the indexer decoded the library's photos (JPEG
+        draft scale), so that a library photo uploaded again finds itself first.
+
+        Raises:
+            BadImageError: naming `name` and the reason.
+        """
+        with self.search_lock:  # the encoder is built lazily; its transform is all that is needed here
+            transform = self.search.encoder.transform
+        return load_query_image(data, transform, self.settings.max_pixels, name)
 
     def thumbnail(self, row: ImageRow, size: int) -> bytes:
         """A JPEG of `row` fitting in size x size; the file is opened (and so checked) every time."""

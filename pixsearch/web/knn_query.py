@@ -21,7 +21,6 @@ import numpy as np
 from sqlalchemy import select
 
 from pixsearch.errors import BadImageError, ConfigError, EmptyIndexError
-from pixsearch.imageio import load_image
 from pixsearch.search import ImageHit, TextHit
 from pixsearch.search.service import check_k
 from pixsearch.storage import TEXTS
@@ -59,7 +58,7 @@ def knn_vector(context: WebContext, request: KnnRequest) -> np.ndarray:
     data = _decode_base64(request.image) if request.image else fetch_image(context, request.image_url or "")
     if len(data) > context.options.max_upload_bytes:
         raise PayloadTooLarge(f"image is {len(data)} bytes, over the limit of {context.options.max_upload_bytes}")
-    image = load_image(data, context.settings.max_pixels, name="query image")
+    image = context.query_image(data, "query image")
     return query_vector(context, None, image)
 
 

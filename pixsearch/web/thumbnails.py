@@ -12,12 +12,12 @@ import io
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image
 
+from pixsearch.atomic import write_bytes_atomic
 from pixsearch.errors import FileAccessError, NotFoundError
 from pixsearch.imageio import DEFAULT_MAX_BYTES, open_image, size_problem
 from pixsearch.safefile import open_regular
@@ -80,11 +80,4 @@ class ThumbnailCache:
     @staticmethod
     def _store(target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(target, data)

@@ -8,7 +8,6 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from pixsearch.imageio import load_image
 from pixsearch.search.service import MAX_K
 from pixsearch.web.context import WebContext
 from pixsearch.web.deps import MAX_ID, ContextDep
@@ -45,7 +44,7 @@ async def read_upload(context: WebContext, upload: UploadFile | None) -> Image.I
     if not data:
         return None
     name = upload.filename or "uploaded image"
-    return await run_in_threadpool(load_image, data, context.settings.max_pixels, name)
+    return await run_in_threadpool(context.query_image, data, name)
 
 
 def search_public(request: Request, query: WebQuery, results: WebResults, min_score: float | None) -> SearchPublic:
