@@ -23,13 +23,17 @@ class ModelLoadError(PixsearchError):
     """The weights were found but do not fit the model (missing or unexpected keys, bad config)."""
 
 
-class BadImageError(PixsearchError):
-    """A file could not be used as an image; `reason` says why."""
+class PathError(PixsearchError):
+    """Something is wrong with one file: `path` names it, `reason` says why."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class BadImageError(PathError):
+    """A file could not be used as an image."""
 
 
 class LibraryError(PixsearchError):
@@ -48,13 +52,8 @@ class EmptyIndexError(LibraryError):
     """A search was asked of an index that holds nothing yet."""
 
 
-class FileAccessError(PixsearchError):
+class FileAccessError(PathError):
     """A library file may not be opened: missing, a link, not a regular file, or outside the roots."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 class LibraryBusyError(LibraryError):
