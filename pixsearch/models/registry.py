@@ -77,6 +77,15 @@ _BACKENDS: tuple[Backend, ...] = (
         "EfficientNet-Lite0 ImageNet-1k, packaged weights",
     ),
     Backend("ofa-ve", Role.ENTAILER, "pixsearch.models.ofa.backends:OfaEntailer", "native OFA visual entailment"),
+    Backend(
+        "llm", Role.WRITER, "pixsearch.models.writer:CausalLmWriter", "transformers causal LM (chat template if any)"
+    ),
+    Backend(
+        "openai-api",
+        Role.WRITER,
+        "pixsearch.models.writer_http:OpenAiWriter",
+        "OpenAI-compatible /v1/chat/completions server (Ollama, llama.cpp, vLLM); spec URL#MODEL",
+    ),
 )
 
 

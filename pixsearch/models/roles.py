@@ -26,6 +26,7 @@ class Role(StrEnum):
     TAGGER = "tagger"
     PATCH_SCORER = "patch-scorer"
     TEXT_ENCODER = "text-encoder"
+    WRITER = "writer"
 
 
 class Tower(StrEnum):
@@ -130,3 +131,12 @@ class TextEncoder(Model, Protocol):
     def dim(self) -> int: ...
 
     def encode_texts(self, texts: Sequence[str]) -> Embedding: ...
+
+
+@runtime_checkable
+class Writer(Model, Protocol):
+    """A language model that completes a prompt (a local causal LM, or an OpenAI-compatible server)."""
+
+    def write(self, prompt: str, max_new_tokens: int = 32, timeout_s: float = 30.0) -> str:
+        """-> the completion of `prompt`, at most `max_new_tokens` tokens, stopped after about `timeout_s`."""
+        ...
