@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    from pixsearch.ask_cli import register as register_ask
+
+    register_ask(commands)
     from pixsearch.tagging.cli import register as register_tag
 
     register_tag(commands)
