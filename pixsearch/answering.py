@@ -129,6 +129,11 @@ def clean_answer(text: str, limit: int = 500) -> str:
     return ""
 
 
+def final_answer(completion: str, candidates: list[tuple[str, float]]) -> str:
+    """The cleaned completion; if that is blank, the best candidate, so the answer is never blank."""
+    return clean_answer(completion) or (candidates[0][0] if candidates else "")
+
+
 def write_answer(
     caption: str,
     question: str,
@@ -136,14 +141,9 @@ def write_answer(
     writer: Writer,
     options: AnsweringOptions,
 ) -> WrittenAnswer:
-    """The writer's answer from a caption and VQA candidates already at hand (the web layer has both).
-
-    An empty completion falls back to the best candidate, so the answer is never blank.
-    """
+    """The writer's answer from a caption and VQA candidates already at hand."""
     prompt = build_prompt(caption, question, candidates, options)
-    text = clean_answer(writer.write(prompt, max_new_tokens=options.max_new_tokens, timeout_s=options.timeout_s))
-    if not text and candidates:
-        text = candidates[0][0]
+    text = final_answer(writer.write(prompt, options.max_new_tokens, options.timeout_s), candidates)
     return WrittenAnswer(question, text, list(candidates[: options.top_k]), caption, prompt)
 
 

@@ -89,6 +89,7 @@ class WebContext:
             max_pending=options.max_pending_model_jobs,
             entailer=options.entailer,
             patch_scorer=options.patch_scorer,
+            writer=options.writer,
         )
         import_legacy_json(self.library)
         self.captions = CaptionStore(self.library)

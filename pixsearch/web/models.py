@@ -1,4 +1,4 @@
-"""The result page's models (Captioner, Answerer, Entailer): built on first use, run in a bounded worker pool.
+"""The result page's models (Captioner, Answerer, Entailer, Writer): built on first use, run in a bounded worker pool.
 
 Generation takes from tens of milliseconds (tiny models) to seconds (BLIP-base on a CPU). It runs
 in its own small ThreadPoolExecutor, never on the event loop and never in the thread pool that
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from pixsearch.models import registry
-from pixsearch.models.roles import Answerer, Captioner, Entailer, PatchScorer, Role
+from pixsearch.models.roles import Answerer, Captioner, Entailer, PatchScorer, Role, Writer
 from pixsearch.models.spec import ModelOptions
 from pixsearch.rerank.heatmap import heatmap_png
 
@@ -73,11 +73,13 @@ class ModelPool:
         max_pending: int = 8,
         entailer: str | None = None,
         patch_scorer: str | None = None,
+        writer: str | None = None,
     ) -> None:
         self._captioner = _Lazy(captioner, Role.CAPTIONER, options)
         self._answerer = _Lazy(answerer, Role.ANSWERER, options)
         self._entailer = _Lazy(entailer, Role.ENTAILER, options)
         self._patch_scorer = _Lazy(patch_scorer, Role.PATCH_SCORER, options)
+        self._writer = _Lazy(writer, Role.WRITER, options)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pixsearch-model")
         self._slots = threading.BoundedSemaphore(max_pending)
 
@@ -144,6 +146,17 @@ class ModelPool:
 
         return await self._run(job)
 
+    async def write(self, prompt: str, max_new_tokens: int, timeout_s: float) -> str:
+        """The writer's (language model's) completion of `prompt`, in the same bounded pool."""
+        if self._writer.spec is None:
+            raise RoleNotConfigured("no writer (language model) is configured on this server")
+
+        def job() -> str:
+            model: Writer = self._writer.get()
+            return model.write(prompt, max_new_tokens, timeout_s)
+
+        return await self._run(job)
+
     async def _run(self, job: Callable[[], T]) -> T:
         if not self._slots.acquire(blocking=False):
             raise ModelsBusy("the caption, question and statement models are busy; try again in a moment")
@@ -158,3 +171,4 @@ class ModelPool:
         self._answerer.close()
         self._entailer.close()
         self._patch_scorer.close()
+        self._writer.close()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
+from pixsearch.answering import read_template
 from pixsearch.errors import ConfigError
 from pixsearch.models.registry import find_backend
 from pixsearch.models.roles import Role
@@ -30,6 +32,8 @@ class WebOptions:
     answerer: str | None = None
     entailer: str | None = None  # checks statements about a photo (ofa-ve:...)
     patch_scorer: str | None = None  # which parts of a photo match the words (vle-pbc:...)
+    writer: str | None = None  # writes answers from caption + VQA answers (llm:..., openai-api:...)
+    writer_prompt_file: str | None = None  # replaces the writer's prompt template (see pixsearch.answering)
     reranker: str | None = None
     api_key: str | None = None
     allow_image_url: bool = False
@@ -73,10 +77,13 @@ class WebOptions:
             ("entailer", Role.ENTAILER),
             ("patch_scorer", Role.PATCH_SCORER),
             ("reranker", Role.RERANKER),
+            ("writer", Role.WRITER),
         ):
             spec = getattr(self, name)
             if spec is not None:
                 _check_spec(name, spec, role)
+        if self.writer_prompt_file is not None:
+            read_template(Path(self.writer_prompt_file))
         if self.api_key is not None and len(self.api_key) < 8:
             raise ConfigError("the API key must be at least 8 characters long")
         if self.max_upload_bytes < 1024:

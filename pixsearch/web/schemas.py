@@ -122,6 +122,10 @@ class AskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: Annotated[str, PlainText] = Field(min_length=1, max_length=300)
     top_k: int = Field(5, ge=1, le=10)
+    llm: bool = Field(
+        False,
+        description="also have the server's language model (writer) write an answer from the caption and these answers",
+    )
 
     @field_validator("question")
     @classmethod
@@ -136,11 +140,20 @@ class AnswerPublic(BaseModel):
     probability: float
 
 
+class WrittenPublic(BaseModel):
+    answer: str = Field(
+        description="the language model's answer; `answers` and `caption` are the evidence it was given"
+    )
+    caption: str = Field(description="the caption the prompt held")
+    model: str = Field(description="the writer's spec")
+
+
 class AskPublic(BaseModel):
     image_id: int
     question: str
     answers: list[AnswerPublic]
     model: str
+    written: WrittenPublic | None = Field(None, description="present when the request asked for `llm`")
 
 
 class TagPublic(BaseModel):

@@ -15,9 +15,11 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from pixsearch.answering import DEFAULT_TEMPLATE, AnsweringOptions, build_prompt, final_answer, read_template
 from pixsearch.errors import EmptyIndexError, NotFoundError
 from pixsearch.search import ImageHit
 from pixsearch.storage.annotations import CONFIRMED, MAX_TAG_LENGTH, REJECTED, set_tag_state
+from pixsearch.storage.schema import ImageRow
 from pixsearch.web.captions import MODEL, USER
 from pixsearch.web.context import WebContext
 from pixsearch.web.deps import ApiKeyDep, ContextDep, ImageRowDep, check_write, may_write
@@ -38,6 +40,7 @@ from pixsearch.web.schemas import (
     PlainText,
     TagCreate,
     TagsPublic,
+    WrittenPublic,
     caption_public,
     image_public,
     tag_public,
@@ -179,14 +182,36 @@ async def image_caption(
 
 @router.post("/{image_id}/ask", response_model=AskPublic, responses=MODEL_ERRORS)
 async def image_ask(context: ContextDep, row: ImageRowDep, body: AskCreate) -> AskPublic:
-    """Answer a question about the photo: the most likely answers with their probabilities."""
+    """Answer a question about the photo: the most likely answers with their probabilities.
+
+    With `"llm": true` the server's writer (language model) also writes an answer from the photo's
+    caption (the stored one, else the captioner's), the question and these answers; 404 without a writer.
+    """
+    if body.llm and context.options.writer is None:
+        raise RoleNotConfigured("no writer (language model) is configured on this server")
     answers = await context.models.answer(lambda: context.read_image(row), body.question, body.top_k)
+    written = await _written(context, row, body.question, answers) if body.llm else None
     return AskPublic(
         image_id=row.id,
         question=body.question,
         answers=[AnswerPublic(answer=text, probability=float(prob)) for text, prob in answers],
         model=context.options.answerer or "",
+        written=written,
     )
+
+
+async def _written(
+    context: WebContext, row: ImageRow, question: str, answers: list[tuple[str, float]]
+) -> WrittenPublic:
+    """The writer's answer, run in the model pool (so a slow language model never holds up a search)."""
+    stored = await run_in_threadpool(context.caption, row)
+    caption = stored.text if stored is not None else await context.models.caption(lambda: context.read_image(row))
+    prompt_file = context.options.writer_prompt_file
+    template = await run_in_threadpool(read_template, Path(prompt_file)) if prompt_file else DEFAULT_TEMPLATE
+    options = AnsweringOptions(top_k=len(answers) or 1, template=template)
+    prompt = build_prompt(caption, question, answers, options)
+    completion = await context.models.write(prompt, options.max_new_tokens, options.timeout_s)
+    return WrittenPublic(answer=final_answer(completion, answers), caption=caption, model=context.options.writer or "")
 
 
 @router.post("/{image_id}/entail", response_model=EntailPublic, responses=MODEL_ERRORS)
