@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     _synth_parser(subparsers.add_parser("synth", help="generate a synthetic data set of coloured shapes"))
     _train_parser(subparsers.add_parser("train", help="train or fine-tune a model on image-caption pairs"))
     _eval_parser(subparsers.add_parser("eval", help="recall, VQA accuracy, BLEU-4 and CIDEr on a data set"))
-    _demo_parser(subparsers.add_parser("demo", help="offline demo: synthetic library, tiny models, web UI"))
+    _demo_parser(subparsers.add_parser("demo", help="offline demo: synthetic library, packaged tiny models, web UI"))
 
 
 def _synth_parser(parser: argparse.ArgumentParser) -> None:
@@ -107,9 +107,9 @@ def _eval_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion", choices=["itm+sim", "itm"], default="itm+sim")
     parser.add_argument(
         "--sim-weight",
-        type=float,
-        default=1.0,
-        help="itm+sim: weight of the first-stage similarity (1 as LAVIS; the dual encoder's logit scale for a weak reranker)",
+        default="auto",
+        help="itm+sim: weight of the first-stage similarity: a number, 'logit-scale' (the dual encoder's, so both "
+        "terms are logits) or 'auto' (the logit scale where the dual encoder has one, else 1 as LAVIS)",
     )
     parser.add_argument("--questions", type=Path, help="questions .jsonl for VQA accuracy")
     parser.add_argument("--answerer", metavar="SPEC", help="VQA model")
@@ -126,9 +126,11 @@ def _demo_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--no-serve", action="store_true", help="build everything, print the URL, do not serve")
-    parser.add_argument("--retrain", action="store_true", help="train the models again even if cached")
-    parser.add_argument("--quick", action="store_true", help="a few training steps only (for tests)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--retrain", action="store_true", help="train the demo models here (minutes) instead of using the packaged ones"
+    )
+    parser.add_argument("--quick", action="store_true", help="a small library (with --retrain: a few steps; for tests)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default 1: the models are tiny)")
     parser.set_defaults(handler=run_demo)
 
 
@@ -221,10 +223,18 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from pixsearch.train.demo import DemoOptions, default_demo_dir, prepare_demo, serve_demo
+    from pixsearch.train.demo import DemoOptions, default_demo_dir, plan, prepare_demo, serve_demo
 
-    _threads(args)
     options = DemoOptions(root=args.dir or default_demo_dir(), retrain=args.retrain, quick=args.quick)
+    print(f"{plan(options)}, then serving it at http://{args.host}:{args.port}/", flush=True)
+    import torch
+
+    from pixsearch.train.demo_recipe import THREADS
+
+    # One thread unless told: the recipe trains with it (the packaged models' bytes), and for models this
+    # small a second thread only adds OpenMP synchronisation (measured: start 3x slower on a busy 2-core box).
+    torch.set_num_threads(args.threads or THREADS)
+    _quiet_transformers()
     bars = Bars()
     try:
         demo = prepare_demo(options, settings, bars)
@@ -240,3 +250,11 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"serving the demo at {url} (Ctrl-C stops)", flush=True)
     serve_demo(demo, settings, args.host, args.port)
     return 0
+
+
+def _quiet_transformers() -> None:
+    """The demo's tiny models load one tower at a time from a full checkpoint; transformers would
+    print the other tower's weights as unexpected, which is expected here."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
