@@ -34,8 +34,8 @@ PACKAGED = Path(__file__).parent / "demo_models"
 MANIFEST = "manifest.json"
 SEED = 0
 THREADS = 1  # one thread: a multi-threaded reduction may add in another order and change the last bits
-# The world the models are trained on and the demo library is made of; val is held out for
-# calibration, test for the figures in the manifest.
+# The world the models are trained on and the demo library is made of; val is held out for choosing
+# rerank settings, test for the figures in the manifest.
 WORLD = SynthOptions(seed=SEED, train=800, val=100, test=100, image_size=64, twin_fraction=0.5)
 QUICK_WORLD = SynthOptions(seed=SEED, train=24, val=0, test=8, image_size=64, twin_fraction=0.5)
 QUICK_STEPS = 3
