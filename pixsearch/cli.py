@@ -55,6 +55,15 @@ def add_wait_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sim_weight_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sim-weight",
+        metavar="W",
+        help="itm+sim fusion: rank by ITM logit + W x similarity; a number, 'logit-scale' (the dual encoder's "
+        "learned temperature) or 'auto' (logit-scale where the model has one, else 1; env PIXSEARCH_SIM_WEIGHT)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixsearch", description="Search your photos by words or by a photo.")
     parser.add_argument("--version", action="version", version=f"pixsearch {__version__}")
@@ -116,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--rerank-disk-cache", action="store_true", default=None, help="keep reranker image features on disk"
     )
+    add_sim_weight_option(search)
 
     cache = commands.add_parser("rerank-cache", help="precompute reranker image features for the whole library (disk)")
     add_common_options(cache)
@@ -128,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--captioner", metavar="SPEC", help="captions on result pages (env PIXSEARCH_CAPTIONER)")
     serve.add_argument("--answerer", metavar="SPEC", help="answers questions about a photo (env PIXSEARCH_ANSWERER)")
     serve.add_argument("--rerank", metavar="SPEC", help="reranker for searches with rerank on (env PIXSEARCH_RERANKER)")
+    add_sim_weight_option(serve)
     serve.add_argument("--entailer", metavar="SPEC", help="checks statements about a photo (env PIXSEARCH_ENTAILER)")
 
     duplicates = commands.add_parser("duplicates", help="list groups of near-identical photos")
@@ -163,6 +174,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         reranker=getattr(args, "rerank", None),
         rerank_k=getattr(args, "rerank_k", None),
         fusion=getattr(args, "fusion", None),
+        sim_weight=getattr(args, "sim_weight", None),
         rerank_disk_cache=getattr(args, "rerank_disk_cache", None),
     )
 

@@ -6,24 +6,29 @@ Only the CLI imports this module; it is the one place besides cli.py that prints
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
 from tqdm import tqdm
 
 from pixsearch.cli import print_json
-from pixsearch.errors import ConfigError
+from pixsearch.errors import ConfigError, EmptyIndexError
 from pixsearch.imageio import load_query_image
 from pixsearch.indexer import Indexer, IndexOptions, Progress
 from pixsearch.indexer.texts import index_texts
 from pixsearch.models import ModelOptions, Role, create
+from pixsearch.models.roles import DualEncoder, Tower
+from pixsearch.photos import load_photo
 from pixsearch.rerank import Fusion, RerankOptions, RerankService
 from pixsearch.rerank.cache import disk_usage
+from pixsearch.rerank.fusion import similarity_weight
 from pixsearch.search import SearchService
 from pixsearch.search.duplicates import find_duplicates
 from pixsearch.search.engine import SearchOptions, hybrid_search
 from pixsearch.settings import Settings
 from pixsearch.storage import Library
+from pixsearch.storage.schema import ModelRow
 from pixsearch.storage.status import library_status
 
 
@@ -58,11 +63,12 @@ class _Bars:
 
 
 def run_index(args: argparse.Namespace, settings: Settings) -> int:
-    library = _open(settings)
-    with library.session() as session:
-        active = library.active_model(session)
+    active = _active_model(settings)
     spec = args.model or (active.spec if active else settings.model)
     encoder = create(spec, Role.DUAL_ENCODER, _options(settings))
+    # load the model before the library is made: a model that cannot be found leaves nothing behind
+    encoder.load_towers(Tower.IMAGE)
+    library = _open(settings)
     options = IndexOptions(
         batch_size=settings.batch_size,
         workers=settings.workers,
@@ -132,17 +138,38 @@ def run_index_texts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _reranker(settings: Settings, library: Library) -> RerankService | None:
+def _active_model(settings: Settings) -> ModelRow | None:
+    """The model of an existing library, without creating one where there is none yet."""
+    if settings.db_url is None and not (settings.library / "pixsearch.db").exists():
+        return None
+    library = _open(settings)
+    try:
+        with library.session() as session:
+            return library.active_model(session)
+    finally:
+        library.close()
+
+
+def _reranker(settings: Settings, library: Library, encoder: DualEncoder | None = None) -> RerankService | None:
+    """The configured reranker; its itm+sim weight comes from `encoder` (the library's dual encoder) when
+    the setting says 'auto' or 'logit-scale'."""
     if not settings.reranker:
         return None
+    if encoder is None:
+        try:
+            encoder = SearchService(library, _options(settings)).encoder
+        except EmptyIndexError:
+            encoder = None
     options = RerankOptions(
         k=settings.rerank_k,
         fusion=Fusion.parse(settings.fusion),
+        similarity_weight=similarity_weight(settings.sim_weight, encoder),
         disk_cache=settings.rerank_disk_cache,
         max_pixels=settings.max_pixels,
     )
     model = create(settings.reranker, Role.RERANKER, _options(settings))
-    return RerankService(model, settings.reranker, library.root, options)
+    # the library's own photos, read as the web reads them: below its folders, through no link
+    return RerankService(model, settings.reranker, library.root, options, functools.partial(load_photo, library))
 
 
 def run_search(args: argparse.Namespace, settings: Settings) -> int:
@@ -150,7 +177,7 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("give words to search for, or --image PATH")
     library = _open(settings)
     service = SearchService(library, _options(settings))
-    reranker = None if args.no_rerank else _reranker(settings, library)
+    reranker = None if args.no_rerank else _reranker(settings, library, service.encoder)
     # decoded exactly as the indexer decoded the library's photos (JPEG draft scale), so a photo finds itself
     image = load_query_image(args.image, service.encoder.transform, settings.max_pixels) if args.image else None
     # rerank looks at the top rerank_k, so fetch at least that many before paging

@@ -32,6 +32,7 @@ class Settings:
     reranker: str | None = None  # e.g. blip-itm:Salesforce/blip-itm-base-coco; None: no reranking
     rerank_k: int = 16
     fusion: str = "itm+sim"
+    sim_weight: str = "auto"  # itm+sim: a number, 'logit-scale' or 'auto' (see rerank.fusion.similarity_weight)
     rerank_disk_cache: bool = False
 
     @classmethod
@@ -62,6 +63,10 @@ class Settings:
             raise ConfigError(f"rerank k must be between 1 and 256, got {self.rerank_k}")
         if self.fusion not in {"itm+sim", "itm"}:
             raise ConfigError(f"fusion must be 'itm+sim' (BLIP) or 'itm' (mPLUG), got {self.fusion!r}")
+        if self.sim_weight.strip().lower() not in {"auto", "logit-scale"}:
+            from pixsearch.rerank.fusion import similarity_weight
+
+            similarity_weight(self.sim_weight)  # a number >= 0, or a clear ConfigError
         if self.max_pixels < 1:
             raise ConfigError(f"max pixels must be positive, got {self.max_pixels}")
 

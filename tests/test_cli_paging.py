@@ -34,4 +34,3 @@ def test_offset_with_a_photo_query(tmp_path: Path, clip_spec: str, monkeypatch, 
     full = [hit["path"] for hit in json.loads(capsys.readouterr().out)]
     assert main(["search", "--image", str(photos[0]), "-k", "3", "--offset", "3", "--json"]) == 0
     assert [hit["path"] for hit in json.loads(capsys.readouterr().out)] == full[3:6]
-

@@ -40,13 +40,26 @@ class RerankOptions:
             raise ConfigError(f"similarity weight must be finite and >= 0, got {self.similarity_weight}")
 
 
+PhotoReader = Callable[..., Image.Image]
+
+
 class RerankService:
     """Reranks the top k of a hit list; hits below the top k keep their order beneath them."""
 
-    def __init__(self, reranker: Reranker, spec: str, library_root: Path, options: RerankOptions | None = None):
+    def __init__(
+        self,
+        reranker: Reranker,
+        spec: str,
+        library_root: Path,
+        options: RerankOptions | None = None,
+        read_photo: PhotoReader | None = None,
+    ):
+        """`read_photo(path, max_pixels, draft=...)` decodes a hit's file; a library's own photos should be
+        read with `pixsearch.photos.load_photo` bound to it (no links, only below its folders)."""
         self.reranker = reranker
         self.spec = spec
         self.options = options or RerankOptions()
+        self.read_photo = read_photo or load_image
         self.memory = MemoryCache(self.options.memory_cache_bytes)
         self.disk = DiskCache(library_root / "rerank-cache" / reranker_key(spec)) if self.options.disk_cache else None
 
@@ -70,7 +83,7 @@ class RerankService:
         loaded: list[int] = []
         for i in missing:
             try:
-                images.append(load_image(hits[i].path, self.options.max_pixels, draft=self._draft_size))
+                images.append(self.read_photo(hits[i].path, self.options.max_pixels, draft=self._draft_size))
                 loaded.append(i)
             except BadImageError as error:
                 log.warning("cannot rerank %s: %s", hits[i].path, error.reason)

@@ -151,3 +151,27 @@ def test_torn_disk_file_is_recomputed(tmp_path: Path) -> None:
 def test_bad_rerank_k() -> None:
     with pytest.raises(ConfigError, match="rerank k"):
         RerankOptions(k=0)
+
+
+def test_a_library_reader_never_reranks_a_photo_swapped_for_a_link(tmp_path: Path, clip_spec: str, tiny_blip_dirs):
+    import functools
+
+    from pixsearch.photos import load_photo
+
+    write_folder(tmp_path / "photos", 4)
+    draw(77).save(tmp_path / "private.png")  # outside the library's folders
+    library = Library.open(tmp_path / "library")
+    Indexer(library, create(clip_spec), IndexOptions(workers=0)).run([tmp_path / "photos"])
+    hits = SearchService(library).text_to_image(QUERY, k=4)
+    swapped = Path(hits[0].path)
+    swapped.unlink()
+    swapped.symlink_to(tmp_path / "private.png")
+    spec = f"blip-itm:{tiny_blip_dirs['itm']}"
+    service = RerankService(
+        create(spec, Role.RERANKER), spec, library.root, RerankOptions(k=4), functools.partial(load_photo, library)
+    )
+    reranked = service.rerank_images(QUERY, hits)
+    # the private photo behind the link is never read: the hit is ranked last, unscored
+    assert reranked[-1].image_id == hits[0].image_id and reranked[-1].rerank_score == float("-inf")
+    assert all(np.isfinite(h.rerank_score) for h in reranked[:-1])
+    library.close()

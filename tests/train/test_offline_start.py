@@ -52,10 +52,6 @@ def test_a_folder_that_is_not_there_gets_the_same_advice() -> None:
     assert "--model clip:DIR" in str(caught.value) and "pixsearch demo" in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pixsearch/commands.py run_index opens (creates) the library before loading the model",
-)
 def test_index_without_the_hub_leaves_no_library(
     offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
