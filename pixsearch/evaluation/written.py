@@ -1,0 +1,123 @@
+"""Answer accuracy of "VQA + LLM" against the bare VQA model, on the same questions.
+
+For each question the evidence a writer gets is gathered once (the captioner's caption of the photo,
+the VQA model's top-k answers); the bare VQA answer is the top candidate, the written one is the
+writer's completion of the prompt. Both are scored with VQAv2 soft accuracy.
+
+    python -m pixsearch.evaluation.written --questions world/questions.jsonl --split test \\
+        --answerer blip-vqa:VQA --captioner blip-caption:CAP --llm llm:LM --prompt-file LM/prompt.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pixsearch.answering import AnsweringOptions, build_prompt, final_answer
+from pixsearch.evaluation.metrics import vqa_accuracy
+from pixsearch.evaluation.readers import Question, read_questions
+from pixsearch.imageio import load_image
+from pixsearch.models.roles import Answerer, Captioner, Writer
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    question: Question
+    caption: str
+    candidates: list[tuple[str, float]]
+
+
+def _silent(_phase: str, _done: int, _total: int) -> None:
+    return None
+
+
+def gather(
+    questions: Sequence[Question], answerer: Answerer, captioner: Captioner, top_k: int, progress: Progress = _silent
+) -> list[Evidence]:
+    """The caption (one per photo) and the top-k VQA answers of every question."""
+    captions: dict[Path, str] = {}
+    out = []
+    for n, question in enumerate(questions, start=1):
+        image = load_image(question.image)
+        if question.image not in captions:
+            captions[question.image] = captioner.caption([image])[0]
+        out.append(Evidence(question, captions[question.image], answerer.answer(image, question.question, top_k)))
+        progress("evidence", n, len(questions))
+    return out
+
+
+def evaluate_written(
+    evidence: Sequence[Evidence], writer: Writer, options: AnsweringOptions, progress: Progress = _silent
+) -> dict[str, Any]:
+    """{"questions", "vqa_accuracy" (bare top answer), "written_accuracy", "top_k_oracle", "by_kind", "examples"}."""
+    bare, written, oracle, rows = [], [], [], []
+    kinds: dict[str, list[tuple[float, float]]] = {}
+    for n, item in enumerate(evidence, start=1):
+        truth = item.question.answers
+        prompt = build_prompt(item.caption, item.question.question, item.candidates, options)
+        answer = final_answer(writer.write(prompt, options.max_new_tokens, options.timeout_s), item.candidates)
+        top = item.candidates[0][0] if item.candidates else ""
+        bare.append(vqa_accuracy(top, truth))
+        written.append(vqa_accuracy(answer, truth))
+        oracle.append(max((vqa_accuracy(a, truth) for a, _ in item.candidates), default=0.0))
+        kinds.setdefault(" ".join(item.question.question.split()[:2]), []).append((bare[-1], written[-1]))
+        if len(rows) < 8 and bare[-1] != written[-1]:
+            rows.append({"question": item.question.question, "caption": item.caption, "vqa": top, "written": answer})
+        progress("write", n, len(evidence))
+    return {
+        "questions": len(bare),
+        "vqa_accuracy": float(np.mean(bare)) if bare else 0.0,
+        "written_accuracy": float(np.mean(written)) if written else 0.0,
+        "top_k_oracle": float(np.mean(oracle)) if oracle else 0.0,
+        "by_kind": {
+            kind: {"n": len(v), "vqa": float(np.mean([b for b, _ in v])), "written": float(np.mean([w for _, w in v]))}
+            for kind, v in sorted(kinds.items())
+        },
+        "examples": rows,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    from pixsearch.answering import DEFAULT_TEMPLATE, read_template
+    from pixsearch.models import Role, create
+
+    parser = argparse.ArgumentParser(description="accuracy of VQA + LLM answers against the bare VQA model")
+    parser.add_argument("--questions", type=Path, required=True)
+    parser.add_argument("--images", type=Path)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--answerer", required=True)
+    parser.add_argument("--captioner", required=True)
+    parser.add_argument("--llm", required=True)
+    parser.add_argument("--prompt-file", type=Path)
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = read_questions(args.questions, args.images)
+    questions = [q for q in data.questions if args.split == "all" or q.split == args.split]
+    template = read_template(args.prompt_file) if args.prompt_file else DEFAULT_TEMPLATE
+    options = AnsweringOptions(top_k=args.top_k, max_new_tokens=args.max_new_tokens, template=template)
+    models = [create(spec, role) for spec, role in ((args.answerer, Role.ANSWERER), (args.captioner, Role.CAPTIONER))]
+    writer = create(args.llm, Role.WRITER)
+    for model in (*models, writer):
+        model.load()
+    evidence = gather(questions, models[0], models[1], args.top_k)
+    result = evaluate_written(evidence, writer, options)
+    result |= {"split": args.split, "answerer": args.answerer, "captioner": args.captioner, "llm": args.llm}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
