@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,15 @@ EXIT_CODES = {
     ModelNotFoundError: 3,
     ModelLoadError: 3,
     LibraryError: 4,
+}
+
+# The training package's commands, listed (with their help) without importing it: it imports torch,
+# which `pixsearch --help` should not wait for. Their parsers are built when one of them runs.
+TRAINING_COMMANDS = {
+    "synth": "generate a synthetic data set of coloured shapes",
+    "train": "train or fine-tune a model on image-caption pairs",
+    "eval": "recall, VQA accuracy, BLEU-4 and CIDEr on a data set",
+    "demo": "offline demo: synthetic library, packaged tiny models, web UI",
 }
 
 
@@ -64,7 +74,8 @@ def add_sim_weight_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; the training commands' own parsers only when `command` is one of them."""
     parser = argparse.ArgumentParser(prog="pixsearch", description="Search your photos by words or by a photo.")
     parser.add_argument("--version", action="version", version=f"pixsearch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -156,10 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     from pixsearch.tagging.cli import register as register_tag
 
     register_tag(commands)
-    from pixsearch.train.cli import register as register_training
+    if command in TRAINING_COMMANDS:
+        from pixsearch.train.cli import register as register_training
 
-    register_training(commands)
+        register_training(commands)
+    else:
+        for name, text in TRAINING_COMMANDS.items():
+            commands.add_parser(name, help=text)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in `argv` (the first word not an option: the top level takes no values)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -180,7 +200,21 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, so that a closed pipe is seen inside the try
+        return code
+    except BrokenPipeError:
+        # `pixsearch duplicates | head`: the reader has gone. Python's documented recipe: send what is
+        # left of stdout to devnull, so the flush at exit does not fail again, and end quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser(_command_of(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
