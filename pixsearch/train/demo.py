@@ -175,9 +175,16 @@ def _library(root: Path, options: DemoOptions, record: dict[str, Any]) -> Path:
 def serve_demo(demo: Demo, settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the demo library with its reranker (the demo's measured fusion settings), captioner and
     answerer until interrupted."""
+    from pixsearch.web.server import serve
+
+    settings, options, rerank_hook = demo_server(demo, settings)
+    serve(settings, options, host, port, rerank_hook=rerank_hook)
+
+
+def demo_server(demo: Demo, settings: Settings) -> tuple[Settings, Any, Callable[..., Any]]:
+    """What the demo's server runs with: (settings, web options, rerank hook)."""
     from pixsearch.rerank import Fusion, RerankOptions, RerankService, similarity_weight
     from pixsearch.web.options import WebOptions
-    from pixsearch.web.server import serve
 
     settings = settings.with_(
         library=demo.library, db_url=None, model=demo.specs["clip"], reranker=demo.specs["blip-itm"]
@@ -195,4 +202,4 @@ def serve_demo(demo: Demo, settings: Settings, host: str = "127.0.0.1", port: in
     options = WebOptions(
         captioner=demo.specs["blip-caption"], answerer=demo.specs["blip-vqa"], reranker=demo.specs["blip-itm"]
     )
-    serve(settings, options, host, port, rerank_hook=lambda query, hits: reranker.rerank_images(query, hits))
+    return settings, options, lambda query, hits: reranker.rerank_images(query, hits)

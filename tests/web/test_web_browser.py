@@ -1,7 +1,8 @@
 """A real browser (headless Chromium, driven by Selenium) against a real uvicorn server.
 
 Skips when Selenium, Debian's `chromium` or `chromium-driver` is missing (CI installs them).
-With PIXSEARCH_UPDATE_SCREENSHOTS=1 the screenshots are also copied to docs/ for the README.
+With PIXSEARCH_UPDATE_SCREENSHOTS=1 the screenshots are also copied to docs/; the README's two come from
+test_web_demo_screens.py (the demo's trained models; these tests run tiny random ones).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def test_search_then_ask_a_question(browser, server_url: str, tmp_path: Path) ->
         )
     )
     assert "q=a+red+circle" in driver.current_url and driver.find_element(By.ID, "next")
-    _save(driver, "search-page.png", tmp_path)
+    _save(driver, "tiny-search-page.png", tmp_path)
 
     first = driver.find_element(By.CSS_SELECTOR, "#results li.result a.thumb")
     name = first.get_attribute("title")
@@ -149,7 +150,7 @@ def test_search_then_ask_a_question(browser, server_url: str, tmp_path: Path) ->
     assert answers and answers[0].find_element(By.CLASS_NAME, "text").text.strip()
     assert answers[0].find_element(By.CLASS_NAME, "prob").text.endswith("%")
     wait.until(lambda d: d.execute_script("return document.getElementById('preview').naturalWidth > 0"))
-    _save(driver, "result-page.png", tmp_path)
+    _save(driver, "tiny-result-page.png", tmp_path)
 
 
 def test_check_a_statement_and_edit_tags(browser, server_url: str, tmp_path: Path) -> None:
