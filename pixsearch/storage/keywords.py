@@ -1,5 +1,10 @@
-"""The keyword index: one document per image (file and folder names, captions, tags, OCR text,
-EXIF), searched with SQLite FTS5 (bm25) or PostgreSQL full text (ts_rank).
+"""The keyword index: one document per image (file and folder names, captions a person wrote, tags,
+OCR text, EXIF), searched with SQLite FTS5 (bm25) or PostgreSQL full text (ts_rank).
+
+Captions a model wrote are left out: they are made when someone opens a photo's page, so indexing them
+would let viewing a photo move it up every word query its caption happens to share (one opened photo
+ranked 2nd for "red", "blue square" and "a small green triangle"), and a caption model's words are no
+better evidence than the vectors they would outrank. A person's caption (spec 'person') is indexed.
 
 Documents are rebuilt from the tables by `refresh` after anything about an image changes.
 """
@@ -16,6 +21,7 @@ from sqlalchemy.orm import Session
 from pixsearch.storage.schema import CaptionRow, ImageRow, OcrText, TagRow
 
 COLUMNS = ("path", "caption", "tags", "ocr", "exif")
+PERSON_CAPTION = "person"  # the spec of a caption a person wrote (annotations.PERSON); only these are indexed
 
 
 def ensure_keyword_index(connection: Connection) -> None:
@@ -46,7 +52,9 @@ def _documents(session: Session, image_ids: Sequence[int]) -> dict[int, dict[str
         )
         docs[row.id] = {"path": row.path, "caption": "", "tags": "", "ocr": "", "exif": exif}
     for image_id, caption in session.execute(
-        select(CaptionRow.image_id, CaptionRow.text).where(CaptionRow.image_id.in_(image_ids))
+        select(CaptionRow.image_id, CaptionRow.text).where(
+            CaptionRow.image_id.in_(image_ids), CaptionRow.spec == PERSON_CAPTION
+        )
     ):
         docs[image_id]["caption"] += caption + " "
     for image_id, name in session.execute(

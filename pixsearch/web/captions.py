@@ -1,5 +1,6 @@
 """Captions of the result pages, kept in the library's SQL captions table through
-`pixsearch.storage.annotations` (so they are part of the keyword index and searchable).
+`pixsearch.storage.annotations`. A person's caption is part of the keyword index and searchable; a
+model's is shown but not indexed (see `pixsearch.storage.keywords`), so viewing a photo moves no ranking.
 
 A person's caption is stored under the spec 'person' and always shown; a model's caption under its
 captioner spec, shown while that captioner is the configured one and the photo's bytes are those it

@@ -39,7 +39,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, clip_spec: str):
         suggest_tags(session, ids["img_0001.png"], [("beach", 0.9), ("dog", 0.8)], "zero-shot")
         set_tag_state(session, ids["img_0007.png"], "beach", "confirmed")
         set_ocr_text(session, ids["img_0008.png"], "EXIT 24 Springfield", "rapidocr")
-        set_caption(session, ids["img_0003.png"], "blip-caption:x", "a yellow kite over the dunes")
+        set_caption(session, ids["img_0003.png"], "person", "a yellow kite over the dunes")  # a person's: searchable
     return library, ids
 
 

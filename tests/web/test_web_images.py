@@ -132,7 +132,7 @@ def test_caption_is_generated_once_then_stored(make_client, fresh_library, image
     again = client.post(f"/api/images/{image_id}/caption", json={}).json()
     assert again["generated"] is False and again["caption"] == body["caption"] and again["stored"] is True
     assert client.get(f"/api/images/{image_id}").json()["caption"]["caption"] == body["caption"]
-    # stored in the library's captions table, so the keyword index finds it
+    # stored in the library's captions table (shown again; a model's caption is not keyword-indexed)
     library = Library.open(fresh_library)
     with library.session() as session:
         assert caption_of(session, image_id, caption_spec) == body["caption"]
