@@ -28,8 +28,20 @@ def _v1_to_v2(connection: Connection) -> None:
         session.flush()
 
 
+def _v2_to_v3(connection: Connection) -> None:
+    """Keyword documents rebuilt without the captions models wrote (see `storage.keywords`): until v3,
+    opening a photo's page put its generated caption into word rankings."""
+    from sqlalchemy.orm import Session
+
+    from pixsearch.storage import keywords
+
+    with Session(bind=connection) as session:
+        keywords.refresh(session, session.execute(select(ImageRow.id)).scalars().all())
+        session.flush()
+
+
 # MIGRATIONS[v] upgrades a database at version v to v + 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def schema_version(connection: Connection) -> int | None:
