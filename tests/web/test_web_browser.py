@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live import live_server
 
 from pixsearch.settings import Settings
 from pixsearch.web import WebOptions
-from pixsearch.web.server import make_server
 
 pytestmark = pytest.mark.browser
 
@@ -42,18 +40,11 @@ def _find(*names: str) -> str | None:
     return next((path for name in names if (path := shutil.which(name))), None)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 API_KEY = "browser-test-key"
 
 
 @pytest.fixture
 def server_url(fresh_library: Path, caption_spec: str, vqa_spec: str, tiny_ofa_spec: str) -> Iterator[str]:
-    port = _free_port()
     options = WebOptions(
         captioner=caption_spec,
         answerer=vqa_spec,
@@ -63,19 +54,8 @@ def server_url(fresh_library: Path, caption_spec: str, vqa_spec: str, tiny_ofa_s
         duplicate_threshold=None,
         keyword_weight=0.0,
     )
-    server = make_server(Settings(library=fresh_library), options, port=port, log_level="warning")
-    server.config.install_signal_handlers = False  # not the main thread
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    started = threading.Event()
-    for _ in range(200):  # bounded: up to 10 s for the socket to open
-        if server.started or not thread.is_alive():
-            break
-        started.wait(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_server(Settings(library=fresh_library), options) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

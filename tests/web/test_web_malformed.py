@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live import live_server
 
 from pixsearch.settings import Settings
 from pixsearch.web import WebOptions
-from pixsearch.web.server import make_server
 
 KEY = "correct-horse-battery"
 DEEP = 100_000
@@ -205,19 +204,8 @@ def live(fresh_library: Path) -> Iterator[int]:
         raise RuntimeError("the reranker fell over")
 
     options = WebOptions(cutoff_z=None, duplicate_threshold=None, keyword_weight=0.0)
-    server = make_server(Settings(library=fresh_library), options, port=0, rerank_hook=broken, log_level="critical")
-    server.config.install_signal_handlers = False  # not the main thread
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    started = threading.Event()
-    for _ in range(200):  # bounded: up to 10 s for the socket to open
-        if server.started or not thread.is_alive():
-            break
-        started.wait(0.05)
-    assert server.started, "uvicorn did not start"
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_server(Settings(library=fresh_library), options, rerank_hook=broken, log_level="critical") as port:
+        yield port
 
 
 def test_an_unexpected_error_is_a_json_500_and_the_connection_stays_usable(live) -> None:
