@@ -54,6 +54,27 @@ def gather(
     return out
 
 
+def save_evidence(evidence: Sequence[Evidence], path: Path) -> None:
+    """Write evidence as JSONL, so a writer can be trained or evaluated again without the vision models."""
+    with open(path, "w", encoding="utf-8") as out:
+        for item in evidence:
+            q = item.question
+            row = {"image": str(q.image), "question": q.question, "answers": list(q.answers), "split": q.split,
+                   "caption": item.caption, "candidates": item.candidates}  # fmt: skip
+            out.write(json.dumps(row) + "\n")
+
+
+def load_evidence(path: Path) -> list[Evidence]:
+    """Evidence written by `save_evidence`."""
+    out = []
+    with open(path, encoding="utf-8") as rows:
+        for line in rows:
+            row = json.loads(line)
+            question = Question(Path(row["image"]), row["question"], tuple(row["answers"]), row["split"])
+            out.append(Evidence(question, row["caption"], [(a, float(p)) for a, p in row["candidates"]]))
+    return out
+
+
 def evaluate_written(
     evidence: Sequence[Evidence], writer: Writer, options: AnsweringOptions, progress: Progress = _silent
 ) -> dict[str, Any]:
@@ -102,17 +123,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--evidence", type=Path, help="JSONL cache of the captions and VQA answers (made if missing)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = read_questions(args.questions, args.images)
     questions = [q for q in data.questions if args.split == "all" or q.split == args.split]
     template = read_template(args.prompt_file) if args.prompt_file else DEFAULT_TEMPLATE
     options = AnsweringOptions(top_k=args.top_k, max_new_tokens=args.max_new_tokens, template=template)
-    models = [create(spec, role) for spec, role in ((args.answerer, Role.ANSWERER), (args.captioner, Role.CAPTIONER))]
     writer = create(args.llm, Role.WRITER)
-    for model in (*models, writer):
-        model.load()
-    evidence = gather(questions, models[0], models[1], args.top_k)
+    writer.load()
+    if args.evidence is not None and args.evidence.exists():
+        evidence = load_evidence(args.evidence)
+    else:
+        answerer, captioner = create(args.answerer, Role.ANSWERER), create(args.captioner, Role.CAPTIONER)
+        answerer.load()
+        captioner.load()
+        evidence = gather(questions, answerer, captioner, args.top_k)
+        if args.evidence is not None:
+            save_evidence(evidence, args.evidence)
     result = evaluate_written(evidence, writer, options)
     result |= {"split": args.split, "answerer": args.answerer, "captioner": args.captioner, "llm": args.llm}
     print(json.dumps(result, indent=2))

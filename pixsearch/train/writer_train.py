@@ -110,7 +110,7 @@ def train_writer(evidence: Sequence[Evidence], out: Path, options: WriterTrainOp
 
 def main(argv: Sequence[str] | None = None) -> int:
     from pixsearch.evaluation.readers import read_questions
-    from pixsearch.evaluation.written import gather
+    from pixsearch.evaluation.written import gather, load_evidence, save_evidence
     from pixsearch.models import Role, create
 
     parser = argparse.ArgumentParser(description="train a tiny writer LM on the synthetic world's questions")
@@ -122,17 +122,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--evidence", type=Path, help="JSONL cache of the captions and VQA answers (made if missing)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    options = WriterTrainOptions(steps=args.steps)
-    questions = [q for q in read_questions(args.questions, args.images).questions if q.split == args.split]
-    answerer, captioner = create(args.answerer, Role.ANSWERER), create(args.captioner, Role.CAPTIONER)
-    answerer.load()
-    captioner.load()
+    tiny = TinyLmConfig(hidden=args.hidden, layers=args.layers, heads=2, positions=128)
+    options = WriterTrainOptions(steps=args.steps, tiny=tiny)
     started = time.perf_counter()
-    evidence = gather(questions, answerer, captioner, options.top_k)
+    if args.evidence is not None and args.evidence.exists():
+        evidence = load_evidence(args.evidence)
+    else:
+        questions = [q for q in read_questions(args.questions, args.images).questions if q.split == args.split]
+        answerer, captioner = create(args.answerer, Role.ANSWERER), create(args.captioner, Role.CAPTIONER)
+        answerer.load()
+        captioner.load()
+        evidence = gather(questions, answerer, captioner, options.top_k)
+        if args.evidence is not None:
+            save_evidence(evidence, args.evidence)
     report = train_writer(evidence, args.out, options) | {"evidence_seconds": time.perf_counter() - started}
     print(json.dumps(report, indent=2))
     return 0

@@ -11,7 +11,7 @@ import torch
 
 from pixsearch.answering import AnsweringOptions
 from pixsearch.evaluation.readers import Question
-from pixsearch.evaluation.written import Evidence, evaluate_written
+from pixsearch.evaluation.written import Evidence, evaluate_written, load_evidence, save_evidence
 from pixsearch.models import registry
 from pixsearch.models.roles import Role
 from pixsearch.synth.world import COLOURS
@@ -62,3 +62,9 @@ def test_a_trained_writer_beats_the_vqa_answer(trained: tuple[Path, dict]) -> No
     assert result["questions"] == 40
     assert result["vqa_accuracy"] == 0.0 and result["top_k_oracle"] == pytest.approx(1.0)
     assert result["written_accuracy"] > 0.8
+
+
+def test_evidence_round_trips_through_jsonl(tmp_path: Path) -> None:
+    evidence = _evidence(5, seed=3)
+    save_evidence(evidence, tmp_path / "evidence.jsonl")
+    assert load_evidence(tmp_path / "evidence.jsonl") == evidence
