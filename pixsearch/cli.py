@@ -124,6 +124,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     search.add_argument("--min-score", type=float, help="drop results below this similarity")
     search.add_argument("--no-cutoff", action="store_true", help="no relevance cut-off: always return k results")
+    search.add_argument(
+        "--cutoff",
+        type=float,
+        metavar="Z",
+        help="relevance cut-off: keep photos the words fit Z spreads better than background prompts (default 2.5)",
+    )
+    search.add_argument(
+        "--background", type=Path, metavar="FILE", help="background prompts, one a line (a model of another world)"
+    )
     search.add_argument("--no-group", action="store_true", help="do not collapse near-duplicate results")
     search.add_argument(
         "--rerank", metavar="SPEC", help="rerank the top results with this model (env PIXSEARCH_RERANKER)"

@@ -23,9 +23,12 @@ from pixsearch.photos import load_photo
 from pixsearch.rerank import Fusion, RerankOptions, RerankService
 from pixsearch.rerank.cache import disk_usage
 from pixsearch.rerank.fusion import similarity_weight
-from pixsearch.search import SearchService
+from pixsearch.search import ImageHit, SearchService
 from pixsearch.search.duplicates import find_duplicates
 from pixsearch.search.engine import SearchOptions, hybrid_search
+from pixsearch.search.relevance import read_prompts
+from pixsearch.search.results import FILTER
+from pixsearch.search.service import check_k
 from pixsearch.settings import Settings
 from pixsearch.storage import Library
 from pixsearch.storage.schema import ModelRow
@@ -41,25 +44,36 @@ def _options(settings: Settings) -> ModelOptions:
 
 
 class _Bars:
-    """One tqdm bar per phase, on stderr."""
+    """One tqdm bar per phase, on stderr. A phase's bar is drawn complete and closed as soon as the
+    phase ends (or the next one starts), so its count and time are those of the phase."""
+
+    UNITS = {"embed": " photos"}
 
     def __init__(self) -> None:
         self.bars: dict[str, tqdm] = {}
-        self.started: dict[str, float] = {}
 
     def __call__(self, event: Progress) -> None:
+        for phase in [p for p in self.bars if p != event.phase]:
+            self._finish(phase)
         bar = self.bars.get(event.phase)
         if bar is None:
-            unit = "img" if event.phase == "embed" else "file"
+            unit = self.UNITS.get(event.phase, " files")
             bar = tqdm(total=event.total or None, desc=event.phase, unit=unit, file=sys.stderr, dynamic_ncols=True)
             self.bars[event.phase] = bar
         if event.total and bar.total != event.total:
             bar.total = event.total
         bar.update(event.done - bar.n)
+        if event.total and event.done >= event.total:
+            self._finish(event.phase)
+
+    def _finish(self, phase: str) -> None:
+        bar = self.bars.pop(phase)
+        bar.refresh()
+        bar.close()
 
     def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
+        for phase in list(self.bars):
+            self._finish(phase)
 
 
 def run_index(args: argparse.Namespace, settings: Settings) -> int:
@@ -175,9 +189,10 @@ def _reranker(settings: Settings, library: Library, encoder: DualEncoder | None 
 def run_search(args: argparse.Namespace, settings: Settings) -> int:
     if not args.query and not args.image:
         raise ConfigError("give words to search for, or --image PATH")
+    check_k(args.k, args.offset)
     library = _open(settings)
     service = SearchService(library, _options(settings))
-    reranker = None if args.no_rerank else _reranker(settings, library, service.encoder)
+    reranker = None if args.no_rerank else _reranker(settings, library)
     # decoded exactly as the indexer decoded the library's photos (JPEG draft scale), so a photo finds itself
     image = load_query_image(args.image, service.encoder.transform, settings.max_pixels) if args.image else None
     # rerank looks at the top rerank_k, so fetch at least that many before paging
@@ -200,33 +215,49 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
     elif image is not None:
         hits = service.image_to_image(image, fetch)
     else:
-        options = SearchOptions(
-            keyword_weight=args.keyword_weight,
-            cutoff_z=None if args.no_cutoff else SearchOptions.cutoff_z,
-            min_score=args.min_score,
-            duplicate_threshold=None if args.no_group else SearchOptions.duplicate_threshold,
-        )
-        result = hybrid_search(service, args.query, fetch, 0, options)
-        if result.no_good_match:
-            print(
-                "no good match: nothing passed the relevance cut-off (--no-cutoff shows the nearest anyway)",
-                file=sys.stderr,
-            )
+        result = hybrid_search(service, args.query, fetch, 0, _search_options(args))
+        if result.empty is not None:
+            hint = " (--no-cutoff shows the nearest anyway)" if result.no_good_match else ""
+            print(f"pixsearch: {result.explain()}{hint}", file=sys.stderr)
         hits = result.hits
         if reranker and result.query.has_vector:
             hits = reranker.rerank_images(" ".join(t for _, t in result.query.terms), hits)
+    if hits and args.offset >= len(hits):
+        print(f"pixsearch: --offset {args.offset} is past the end: {len(hits)} results in all", file=sys.stderr)
     hits = hits[args.offset : args.offset + args.k]
     if args.json:
         print_json([hit.to_json() for hit in hits])
     for hit in [] if args.json else hits:
-        detail = (
-            f"  (similarity {hit.first_stage_score:.4f}, rerank {hit.rerank_score:.4f})"
-            if hit.rerank_score is not None
-            else ""
-        )
-        more = f"  (+{hit.duplicates} near-identical)" if hit.duplicates else ""
-        print(f"{hit.score:.4f}  {hit.path}{detail}{more}")
+        _print_hit(hit)
     return 0
+
+
+def _search_options(args: argparse.Namespace) -> SearchOptions:
+    cutoff = args.cutoff if args.cutoff is not None else SearchOptions.cutoff_z
+    return SearchOptions(
+        keyword_weight=args.keyword_weight,
+        cutoff_z=None if args.no_cutoff else cutoff,
+        min_score=args.min_score,
+        background=read_prompts(args.background) if args.background else SearchOptions.background,
+        duplicate_threshold=None if args.no_group else SearchOptions.duplicate_threshold,
+    )
+
+
+def _print_hit(hit: ImageHit) -> None:
+    """The number that ordered the hit first, then the path, then the similarity and the rest as detail."""
+    if hit.match == FILTER:
+        print(f"filter match  {hit.path}")
+        return
+    if hit.rerank_score is not None:
+        detail = f"similarity {hit.first_stage_score:.4f}, rerank {hit.rerank_score:.4f}"
+    elif hit.fused_score is not None:
+        keyword = f", keyword {hit.keyword_score:.2f}" if hit.keyword_score is not None else ""
+        detail = f"similarity {hit.score:.4f}{keyword}; fused rank score"
+    else:
+        detail = "similarity"
+    print(f"{hit.ranking_score:.4f}  {hit.path}  ({detail})")
+    for member in hit.near_identical:
+        print(f"        near-identical  {member.path}")
 
 
 def run_duplicates(args: argparse.Namespace, settings: Settings) -> int:

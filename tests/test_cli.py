@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +87,109 @@ def test_hybrid_syntax_and_duplicates(env: Path, clip_spec: str, capsys) -> None
     assert [sorted(Path(h["path"]).name for h in g) for g in _json(capsys)] == [["again.png", "img_0001.png"]]
     assert main(["search", "after:someday"]) == 2
     assert "YYYY" in capsys.readouterr().err
+
+
+# -- messages that say what happened ------------------------------------------------------------
+@pytest.fixture
+def indexed(env: Path, clip_spec: str, capsys: pytest.CaptureFixture[str]) -> Path:
+    write_folder(env / "photos", 4)
+    assert main(["index", str(env / "photos"), "--model", clip_spec, "--workers", "0"]) == 0
+    capsys.readouterr()
+    return env
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_each_empty_answer_says_why(indexed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "search", "orientation:portrait")  # the photos are 64 x 48
+    assert code == 0 and out == "" and "cut-off" not in err and "no photo matches the filters" in err
+    code, out, err = _run(capsys, "search", '"no such words here"')
+    assert code == 0 and "cut-off" not in err and 'no photo contains the phrase "no such words here"' in err
+    code, out, err = _run(capsys, "search", "shapes", "--no-cutoff", "--offset", "30")
+    assert code == 0 and "cut-off" not in err and "--offset 30 is past the end" in err and "4 results" in err
+    code, out, err = _run(capsys, "search", "shapes", "-k", "0")
+    assert code == 2 and "k must be between 1 and 1000, got 0" in err
+
+
+def test_filter_only_results_show_no_score(indexed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "search", "orientation:landscape")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 4 and all(line.startswith("filter match  ") for line in lines)
+    assert "0.000" not in out
+    code, out, _ = _run(capsys, "search", "orientation:landscape", "--json")
+    assert {hit["score"] for hit in json.loads(out)} == {None} and {h["match"] for h in json.loads(out)} == {"filter"}
+
+
+def test_word_results_show_the_score_that_orders_them(indexed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "search", "shapes", "--no-cutoff", "--no-group")
+    shown = [float(line.split()[0]) for line in out.splitlines()]
+    assert code == 0 and len(shown) == 4 and shown == sorted(shown, reverse=True)
+    assert all("similarity" in line for line in out.splitlines())
+
+
+# -- start-up and pipes -----------------------------------------------------------------------------
+def _python(code: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_building_the_parser_and_help_import_no_torch() -> None:
+    code = (
+        "import sys\n"
+        "import pixsearch.cli as cli\n"
+        "cli.build_parser()\n"
+        "for argv in (['--help'], ['search', '--help'], ['index', '--help'], ['duplicates', '--help'],"
+        " ['tag', '--help'], ['serve', '--help']):\n"
+        "    try:\n"
+        "        cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('LOADED', sorted(m for m in ('torch', 'transformers') if m in sys.modules), file=sys.stderr)\n"
+    )
+    done = _python(code)
+    assert "LOADED []" in done.stderr, done.stderr[-2000:]
+    assert "synth" in done.stdout and "train" in done.stdout and "query language" in done.stdout
+
+
+def test_training_commands_are_listed_with_their_own_help() -> None:
+    from pixsearch.cli import TRAINING_COMMANDS, build_parser
+
+    full = build_parser("train")  # the training package's own parsers
+    commands = next(a for a in full._actions if a.dest == "command")
+    helps = {choice.dest: choice.help for choice in commands._choices_actions}
+    assert {name: helps[name] for name in TRAINING_COMMANDS} == TRAINING_COMMANDS
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    reader, writer = os.pipe()
+    os.close(reader)  # like `| head` that has already gone
+    code = (
+        "import sys\n"
+        "from pixsearch.cli import main\n"
+        f"sys.exit(main(['status', '--library', {str(tmp_path / 'library')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(writer)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 1
+
+
+# -- progress bars ----------------------------------------------------------------------------------
+def test_progress_bars_close_when_their_phase_ends(capsys: pytest.CaptureFixture[str]) -> None:
+    from pixsearch.commands import _Bars
+    from pixsearch.indexer import Progress
+
+    bars = _Bars()
+    bars(Progress("scan", 7, 0))
+    bars(Progress("scan", 7, 7))
+    err = capsys.readouterr().err
+    assert "7/7" in err.replace("\r", "\n").splitlines()[-1] and "scan" not in bars.bars  # drawn complete, closed
+    bars(Progress("hash", 3, 7))
+    bars(Progress("embed", 2, 7))
+    assert "hash" not in bars.bars  # a new phase closes the one before
+    bars.close()
+    final = capsys.readouterr().err
+    assert final.count("scan") == 0 and final.count("embed") >= 1

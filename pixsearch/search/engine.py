@@ -1,19 +1,22 @@
 """Hybrid search: the query language, filters, keyword and vector rankings fused by reciprocal
-rank fusion, a relevance cut-off, and near-duplicate grouping. Reads only."""
+rank fusion, a relevance cut-off judged per photo (`pixsearch.search.relevance`), and near-duplicate
+grouping. Reads only."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 from sqlalchemy import select
 
 from pixsearch.errors import ConfigError
 from pixsearch.search import filters as sql_filters
-from pixsearch.search.fusion import group_near_duplicates, reciprocal_rank_fusion
+from pixsearch.search.fusion import fused_scores, group_near_duplicates
 from pixsearch.search.query import ParsedQuery, parse_query
-from pixsearch.search.results import ImageHit
+from pixsearch.search.relevance import DEFAULT_PROMPTS, DEFAULT_Z_MIN, Background, z_scores
+from pixsearch.search.results import FILTER, SIMILARITY, ImageHit
 from pixsearch.search.service import SearchService, check_k
 from pixsearch.storage import keywords
 from pixsearch.storage.library import IMAGES
@@ -26,9 +29,10 @@ STOPWORDS = frozenset("a an and are as at be by for from in is it of on or the t
 class SearchOptions:
     keyword_weight: float = 1.0  # RRF weight of the keyword ranking; the vector ranking weighs 1
     rrf_k: int = 60
-    cutoff_z: float | None = 2.0  # keep vector hits this many std above the query's library mean
+    cutoff_z: float | None = DEFAULT_Z_MIN  # keep photos the query fits this many spreads above the background
     min_score: float | None = None  # and/or above this absolute similarity
-    duplicate_threshold: float | None = 0.95  # collapse results this similar; None: never
+    background: tuple[str, ...] = DEFAULT_PROMPTS  # the prompts a photo is judged against (see relevance)
+    duplicate_threshold: float | None = 0.95  # group results this similar to a better one; None: never
     pool: int = 200  # candidates taken from each ranking before fusion
 
     def __post_init__(self) -> None:
@@ -36,15 +40,52 @@ class SearchOptions:
             raise ConfigError(f"keyword weight must be 0 or more, got {self.keyword_weight}")
         if self.duplicate_threshold is not None and not 0 < self.duplicate_threshold <= 1:
             raise ConfigError(f"duplicate threshold must be in (0, 1], got {self.duplicate_threshold}")
+        Background(self.background)  # checks the prompts
+
+
+class Empty(StrEnum):
+    """Why a search found nothing at all."""
+
+    NO_GOOD_MATCH = "no good match"  # candidates there were, none passed the relevance cut-off
+    NO_FILTER_MATCH = "no filter match"  # no photo passes the filters
+    NO_PHRASE_MATCH = "no phrase match"  # no photo contains the quoted phrase
+    EXCLUDED = "excluded"  # every match was excluded by a -word
+    NOTHING = "nothing"
 
 
 @dataclass
 class SearchResult:
-    hits: list[ImageHit]
-    no_good_match: bool  # something was asked, nothing passed the relevance cut-off
+    hits: list[ImageHit]  # the page asked for (offset, k)
     query: ParsedQuery
-    cutoff: float | None = None
+    total: int = 0  # results before paging
+    empty: Empty | None = None  # why there are no results at all
+    cutoff: float | None = None  # the z_min photos were held to, when the query had words to judge by
+    min_score: float | None = None  # and the least similarity
     best_score: float | None = None  # the best vector similarity, before the cut-off
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def no_good_match(self) -> bool:
+        return self.empty is Empty.NO_GOOD_MATCH
+
+    def explain(self) -> str | None:
+        """Why there are no results, in a sentence; None when there are some."""
+        if self.empty is None:
+            return None
+        if self.empty is Empty.NO_FILTER_MATCH:
+            return f"no photo matches the filters {self.query.filters.describe()}"
+        if self.empty is Empty.NO_PHRASE_MATCH:
+            phrases = " and ".join(f'"{p}"' for p in self.query.phrases)
+            where = " matching the filters" if self.query.filters else ""
+            return f"no photo{where} contains the phrase {phrases} (in names, tags, text, EXIF or a person's caption)"
+        if self.empty is Empty.NO_GOOD_MATCH:
+            held = [f"the words fit {self.cutoff:g} spreads above the background prompts"] if self.cutoff else []
+            held += [f"similarity at least {self.min_score:g}"] if self.min_score is not None else []
+            best = f"; the best similarity was {self.best_score:.3f}" if self.best_score is not None else ""
+            return f"no good match: no photo passed the relevance cut-off ({'; '.join(held)}){best}"
+        if self.empty is Empty.EXCLUDED:
+            return f"every match contains an excluded word ({', '.join('-' + w for w in self.query.exclude)})"
+        return "no results"
 
 
 def hybrid_search(
@@ -57,28 +98,54 @@ def hybrid_search(
     if not (parsed.has_vector or parsed.phrases or parsed.filters):
         raise ConfigError("empty query: give some words, a phrase or a filter")
     pool = max(options.pool, 3 * (k + offset))
-    library = service.library
-    with library.session() as session:
+    with service.library.session() as session:
         allowed = sql_filters.matching_ids(session, parsed.filters)
         excluded = _excluded(session, parsed, pool * 50)
-    vector_ranking, cutoff, vector, best = [], None, None, None
+    result = SearchResult([], parsed)
+    if parsed.has_vector:
+        result.cutoff, result.min_score = options.cutoff_z, options.min_score
+    if allowed is not None and not allowed:
+        result.empty = Empty.NO_FILTER_MATCH
+        return result
+    vector, candidates, relevant = None, [], []
     if parsed.has_vector:
         vector = _query_vector(service, parsed)
-        vector_ranking, cutoff, best = _vector_ranking(service, vector, allowed, excluded, pool, options)
+        candidates = _vector_candidates(service, vector, allowed, excluded, pool)
+        result.best_score = candidates[0][1] if candidates else None
+        relevant = _relevant(service, parsed, vector, candidates, options)
     keyword_ranking, keyword_scores = _keyword_ranking(service, parsed, allowed, excluded, pool)
     if parsed.phrases:  # a quoted phrase must appear
-        vector_ranking = [i for i in vector_ranking if i in keyword_scores]
-    if vector_ranking or keyword_ranking:
-        order = reciprocal_rank_fusion([vector_ranking, keyword_ranking], [1.0, options.keyword_weight], options.rrf_k)
-    elif not parsed.has_vector and not parsed.phrases and allowed is not None:
-        with library.session() as session:
-            order = sql_filters.newest_first(session, allowed - excluded, pool)
-    else:
-        order = []
-    hits = _hits(service, order, vector, keyword_scores)
+        if not keyword_scores:
+            result.empty = Empty.NO_PHRASE_MATCH
+            return result
+        relevant = [c for c in relevant if c[0] in keyword_scores]
+    order, fused = _order(service, parsed, relevant, keyword_ranking, allowed, excluded, pool, options)
+    hits = _hits(service, order, vector, keyword_scores, fused, {i: z for i, _, z in relevant})
     if options.duplicate_threshold is not None and hits:
         hits = _collapse(service, hits, options.duplicate_threshold)
-    return SearchResult(hits[offset : offset + k], not hits, parsed, cutoff, best)
+    result.hits, result.total = hits[offset : offset + k], len(hits)
+    if not hits:
+        result.empty = _why_empty(parsed, candidates, relevant, excluded)
+    return result
+
+
+def _order(service, parsed, relevant, keyword_ranking, allowed, excluded, pool, options):
+    """Ids in result order, and their fused scores when a keyword ranking took part (else None: the
+    similarity alone decides, and is what is shown)."""
+    vector_ranking = [i for i, _, _ in relevant]
+    if keyword_ranking:
+        fused = fused_scores([vector_ranking, keyword_ranking], [1.0, options.keyword_weight], options.rrf_k)
+        return list(fused), fused
+    if vector_ranking or parsed.has_vector or parsed.phrases or allowed is None:
+        return vector_ranking, None
+    with service.library.session() as session:  # filters alone: the newest first
+        return sql_filters.newest_first(session, allowed - excluded, pool), None
+
+
+def _why_empty(parsed: ParsedQuery, candidates, relevant, excluded: set[int]) -> Empty:
+    if parsed.has_vector and candidates and not relevant:
+        return Empty.NO_GOOD_MATCH
+    return Empty.EXCLUDED if excluded else Empty.NOTHING
 
 
 def _excluded(session, parsed: ParsedQuery, limit: int) -> set[int]:
@@ -98,30 +165,45 @@ def _query_vector(service: SearchService, parsed: ParsedQuery) -> np.ndarray:
     return combined / norm
 
 
-def _vector_ranking(service, vector, allowed, excluded, pool, options):
+def _vector_candidates(service, vector, allowed, excluded, pool) -> list[tuple[int, float]]:
+    """(image id, similarity) of the `pool` nearest photos that pass the filters, best first."""
     index = service.index(IMAGES)
     total = len(index)
     if allowed is not None and len(allowed) <= max(20 * pool, total // 20):
-        ranked = _exact(service, vector, allowed - excluded)  # selective filter: score just those
-    else:
-        fetch = pool * 2
-        while True:  # over-fetch until enough pass the filters, or the index is exhausted
-            scores, ids = index.search(vector[None, :].astype(np.float32), min(fetch, total))
-            pairs = [(int(e), float(s)) for e, s in zip(ids[0], scores[0], strict=True) if e >= 0]
-            image_of = service.image_ids_of([e for e, _ in pairs])
-            ranked = [
-                (image_of[e], s)
-                for e, s in pairs
-                if e in image_of and image_of[e] not in excluded and (allowed is None or image_of[e] in allowed)
-            ]
-            if len(ranked) >= pool or fetch >= total:
-                break
-            fetch *= 4
-    best = ranked[0][1] if ranked else None
-    cutoff = _cutoff(service, vector, options)
-    if cutoff is not None:
-        ranked = [(i, s) for i, s in ranked if s >= cutoff]
-    return [i for i, _ in ranked[:pool]], cutoff, best
+        return _exact(service, vector, allowed - excluded)[:pool]  # selective filter: score just those
+    fetch = pool * 2
+    while True:  # over-fetch until enough pass the filters, or the index is exhausted
+        scores, ids = index.search(vector[None, :].astype(np.float32), min(fetch, total))
+        pairs = [(int(e), float(s)) for e, s in zip(ids[0], scores[0], strict=True) if e >= 0]
+        image_of = service.image_ids_of([e for e, _ in pairs])
+        ranked = [
+            (image_of[e], s)
+            for e, s in pairs
+            if e in image_of and image_of[e] not in excluded and (allowed is None or image_of[e] in allowed)
+        ]
+        if len(ranked) >= pool or fetch >= total:
+            return ranked[:pool]
+        fetch *= 4
+
+
+def _relevant(service, parsed, vector, candidates, options) -> list[tuple[int, float, float | None]]:
+    """The candidates that pass the relevance cut-off: (image id, similarity, z), best first."""
+    if not candidates or (options.cutoff_z is None and options.min_score is None):
+        return [(i, s, None) for i, s in candidates]
+    background = Background(options.background, options.cutoff_z or 0.0)
+    unrelated = background.unrelated_to(" ".join(t for _, t in parsed.terms))
+    if unrelated.sum() < 3:  # the query names nearly every prompt: judge it against them all
+        unrelated[:] = True
+    prompts = service.text_vectors(background.prompts)[unrelated]
+    ids, vectors = _stored_vectors(service, [i for i, _ in candidates])
+    z_of = dict(zip(ids, z_scores(vector.astype(np.float32), vectors, prompts).tolist(), strict=True))
+    return [
+        (i, s, z_of[i])
+        for i, s in candidates
+        if i in z_of
+        and (options.cutoff_z is None or z_of[i] >= options.cutoff_z)
+        and (options.min_score is None or s >= options.min_score)
+    ]
 
 
 def _stored_vectors(service: SearchService, image_ids=None, limit: int | None = None) -> tuple[list[int], np.ndarray]:
@@ -144,18 +226,6 @@ def _exact(service, vector, ids) -> list[tuple[int, float]]:
     return [(image_ids[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
 
-def _cutoff(service: SearchService, vector: np.ndarray, options: SearchOptions) -> float | None:
-    """The relevance cut-off for this query: `z` standard deviations above its mean similarity to
-    (a sample of) the library, so a query that matches nothing in particular returns nothing."""
-    bounds = [options.min_score] if options.min_score is not None else []
-    if options.cutoff_z is not None:
-        _, sample = _stored_vectors(service, limit=4096)
-        if len(sample) >= 8:
-            scores = sample @ vector
-            bounds.append(float(scores.mean() + options.cutoff_z * scores.std()))
-    return max(bounds) if bounds else None
-
-
 def _keyword_ranking(service, parsed: ParsedQuery, allowed, excluded, pool):
     words = tuple(w for w in parsed.words if w not in STOPWORDS)
     query = keywords.KeywordQuery(include=parsed.phrases, any_of=() if parsed.phrases else words)
@@ -165,9 +235,11 @@ def _keyword_ranking(service, parsed: ParsedQuery, allowed, excluded, pool):
     return [i for i, _ in found], dict(found)
 
 
-def _hits(service, order: list[int], vector: np.ndarray | None, keyword_scores: dict[int, float]) -> list[ImageHit]:
-    """Rows in fused order; `score` is always the cosine similarity to the query vector (keyword
-    matches included), so it means the same with or without keywords and feeds reranking fusion."""
+def _hits(service, order, vector, keyword_scores, fused, relevance) -> list[ImageHit]:
+    """Rows in result order. `score` is always the cosine similarity to the query vector (keyword
+    matches included), so it means the same with or without keywords and feeds reranking fusion;
+    `fused_score` is what ordered them when keywords took part. Without a query vector (filters
+    alone) a hit is a filter match, with no score."""
     if not order:
         return []
     with service.library.session() as session:
@@ -187,6 +259,9 @@ def _hits(service, order: list[int], vector: np.ndarray | None, keyword_scores: 
             r.camera,
             r.content_hash,
             keyword_score=keyword_scores.get(r.id),
+            fused_score=None if fused is None else fused[image_id],
+            relevance=relevance.get(image_id),
+            match=SIMILARITY if vector is not None else FILTER,
         )
         for image_id in order
         if (r := rows.get(image_id)) is not None
@@ -194,12 +269,18 @@ def _hits(service, order: list[int], vector: np.ndarray | None, keyword_scores: 
 
 
 def _collapse(service, hits: list[ImageHit], threshold: float) -> list[ImageHit]:
+    """Each hit followed by near-identical ones (within `threshold` of it) keeps them as its
+    `near_identical` members, in result order; the members leave the list."""
     ids, vectors = _stored_vectors(service, [h.image_id for h in hits])
     by_id = dict(zip(ids, vectors, strict=True))
     present = [h for h in hits if h.image_id in by_id]
     owners = group_near_duplicates(np.stack([by_id[h.image_id] for h in present]), threshold) if present else []
-    counts: dict[int, int] = {}
+    members: dict[int, list[ImageHit]] = {}
     for i, owner in enumerate(owners):
         if owner != i:
-            counts[owner] = counts.get(owner, 0) + 1
-    return [dataclasses.replace(h, duplicates=counts.get(i, 0)) for i, h in enumerate(present) if owners[i] == i]
+            members.setdefault(owner, []).append(present[i])
+    return [
+        dataclasses.replace(h, near_identical=tuple(members.get(i, ())))
+        for i, h in enumerate(present)
+        if owners[i] == i
+    ]

@@ -10,6 +10,12 @@ import numpy.typing as npt
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], weights: Sequence[float], k: int = 60) -> list[int]:
     """Ids ordered by sum(weight / (k + rank)) over the rankings (rank from 1), ties by first appearance."""
+    return list(fused_scores(rankings, weights, k))
+
+
+def fused_scores(rankings: Sequence[Sequence[int]], weights: Sequence[float], k: int = 60) -> dict[int, float]:
+    """{id: fused score}, best first (ties by first appearance): sum(weight / (k + rank)) over the
+    rankings, scaled so that an id first in every ranking that has any ids scores 1."""
     if len(rankings) != len(weights):
         raise ValueError(f"{len(rankings)} rankings but {len(weights)} weights")
     scores: dict[int, float] = {}
@@ -17,7 +23,9 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], weights: Sequence[
         for rank, item in enumerate(ranking, start=1):
             scores[item] = scores.get(item, 0.0) + weight / (k + rank)
     order = {item: i for i, item in enumerate(dict.fromkeys(i for ranking in rankings for i in ranking))}
-    return sorted(scores, key=lambda item: (-scores[item], order[item]))
+    top = sum(weight for ranking, weight in zip(rankings, weights, strict=True) if ranking) / (k + 1)
+    scale = 1.0 / top if top > 0 else 0.0
+    return {item: scores[item] * scale for item in sorted(scores, key=lambda item: (-scores[item], order[item]))}
 
 
 def group_near_duplicates(vectors: npt.NDArray[np.float32], threshold: float) -> list[int]:

@@ -38,6 +38,17 @@ class Filters:
     def __bool__(self) -> bool:
         return any((self.after, self.before, self.folder, self.tags, self.camera, self.has_text, self.orientation))
 
+    def describe(self) -> str:
+        """The filters as the query language writes them (for messages)."""
+        parts = [f"tag:{tag.replace(' ', '_')}" for tag in self.tags]
+        parts += [f"{name}:{value}" for name, value in (("camera", self.camera), ("folder", self.folder)) if value]
+        parts += [
+            f"{name}:{value:%Y-%m-%d}" for name, value in (("after", self.after), ("before", self.before)) if value
+        ]
+        parts += ["has:text"] if self.has_text else []
+        parts += [f"orientation:{self.orientation}"] if self.orientation else []
+        return " ".join(parts)
+
 
 @dataclass(frozen=True)
 class ParsedQuery:

@@ -43,6 +43,7 @@ class SearchService:
         self._query_spec: str | None = None
         self._model: ModelRow | None = None
         self._indexes: dict[str, tuple[int, VectorIndex]] = {}
+        self._fixed_texts: dict[tuple[str | None, tuple[str, ...]], Embedding] = {}
 
     # -- model and indexes ----------------------------------------------------------------
     @property
@@ -55,6 +56,7 @@ class SearchService:
         if self._model is not None and self._model.key != model.key:
             log.info("library %s switched from %s to %s: reloading", self.library.root, self._model.spec, model.spec)
             self._indexes.clear()
+            self._fixed_texts.clear()
             self._query_encoder = self._query_spec = None
             if self._encoder is not None and self._own_encoder:
                 self._encoder.close()
@@ -103,6 +105,14 @@ class SearchService:
 
     def encode_text(self, texts: Sequence[str]) -> Embedding:
         return self._text_model().encode_texts(list(texts))
+
+    def text_vectors(self, texts: tuple[str, ...]) -> Embedding:
+        """Vectors of a fixed set of texts (the relevance background), encoded once per text model."""
+        with self.library.session() as session:
+            key = (self.library.query_model(session) or self.model.spec, texts)
+        if key not in self._fixed_texts:
+            self._fixed_texts[key] = self.encode_text(texts)
+        return self._fixed_texts[key]
 
     def encode_image(self, image: Image.Image) -> Embedding:
         self._check_preprocessing()

@@ -13,6 +13,7 @@ from pixsearch.errors import ConfigError
 from pixsearch.models.registry import find_backend
 from pixsearch.models.roles import Role
 from pixsearch.models.spec import ModelSpec
+from pixsearch.search.relevance import DEFAULT_PROMPTS, DEFAULT_Z_MIN, read_prompts
 
 DEFAULT_MAX_UPLOAD = 20_000_000  # 20 MB: any camera JPEG, far below a memory problem
 
@@ -39,8 +40,11 @@ class WebOptions:
     allow_image_url: bool = False
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     min_score: float | None = None
-    # word queries: results must stand this many std above the query's mean similarity (None: off)
-    cutoff_z: float | None = 2.0
+    # word queries: a photo is kept when the words fit it this many spreads better than the background
+    # prompts do (see pixsearch.search.relevance; None: off). PIXSEARCH_BACKGROUND names a file of
+    # prompts, one a line, for a model that knows another world than everyday photos.
+    cutoff_z: float | None = DEFAULT_Z_MIN
+    background: tuple[str, ...] = DEFAULT_PROMPTS
     keyword_weight: float = 1.0  # weight of keyword matches fused with the vector ranking (0: vectors only)
     duplicate_threshold: float | None = 0.95  # collapse near-identical results (None: show all)
     thumbnail_size: int = 256
@@ -120,6 +124,8 @@ def _parse(name: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{variable}={raw!r} is not an integer") from None
+    if name == "background":
+        return read_prompts(Path(raw))
     if name in {"cutoff_z", "duplicate_threshold"} and raw.lower() in {"off", "none"}:
         return None
     if name in {"min_score", "cutoff_z", "keyword_weight", "duplicate_threshold"}:

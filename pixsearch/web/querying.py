@@ -39,6 +39,7 @@ class WebResults:
     no_good_match: bool = False
     best_score: float | None = None
     more: bool = False  # the search filled the page, so a next page may exist
+    empty: str | None = None  # why a words query found nothing at all, in a sentence
 
 
 def query_vector(context: WebContext, text: str | None, image: Image.Image | None) -> np.ndarray:
@@ -94,18 +95,23 @@ def _words(context: WebContext, query: WebQuery, text: str) -> WebResults:
     options = SearchOptions(
         keyword_weight=web.keyword_weight,
         cutoff_z=web.cutoff_z,
+        background=web.background,
         min_score=web.min_score,
         duplicate_threshold=web.duplicate_threshold,
     )
     with context.search_lock:
         found = hybrid_search(context.search, text, query.k, query.offset, options)
-    results = WebResults(hits=found.hits, more=len(found.hits) == query.k, no_good_match=found.no_good_match)
+    results = WebResults(
+        hits=found.hits,
+        more=found.total > query.offset + query.k,
+        no_good_match=found.no_good_match,
+        empty=found.explain(),
+    )
     results.best_score = (
         found.best_score if found.best_score is not None else max((h.score for h in found.hits), default=None)
     )
-    if found.no_good_match:
-        cut = f" {found.cutoff:.3f}" if found.cutoff is not None else ""
-        results.notes.append(f"no photo passed the relevance cut-off{cut} for these words")
+    if results.empty is not None:
+        results.notes.append(results.empty)
     if query.rerank:
         _rerank(context, query, text, results)
     return results

@@ -11,6 +11,7 @@ from fastapi import Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from pixsearch.search import ImageHit
+from pixsearch.search.results import FILTER
 from pixsearch.storage.annotations import MAX_TAG_LENGTH, Tag
 from pixsearch.storage.schema import ImageRow
 from pixsearch.web.captions import Caption
@@ -64,9 +65,28 @@ INVALID = {
 class HitPublic(BaseModel):
     id: int
     path: str
-    score: float = Field(description="similarity, or the fused score when reranked")
+    score: float | None = Field(
+        description="similarity to the query, or the fused score when reranked; null for a filter match"
+    )
+    match: Literal["similarity", "filter"] = Field(
+        "similarity", description="filter: a query of filters alone matched it (it has no score)"
+    )
+    ranking_score: float | None = Field(
+        None,
+        description="what ordered the results: the reranked score, the fused score of words and keywords, else the similarity",
+    )
+    fused_score: float | None = Field(
+        None, description="rank fusion of the vector and keyword rankings (1: first in both), when keywords matched"
+    )
+    relevance: float | None = Field(
+        None, description="how far the query fits this photo above the background prompts (z)"
+    )
     first_stage_score: float | None = Field(None, description="the similarity, when reranked")
     rerank_score: float | None = Field(None, description="the reranker's own score, when reranked")
+    duplicate_ids: list[int] = Field(
+        default_factory=list,
+        description="near-identical results grouped under this one (each within the threshold of it)",
+    )
     width: int
     height: int
     taken_at: LocalDateTime | None = None
@@ -276,7 +296,12 @@ def hit_public(hit: ImageHit, request: Request) -> HitPublic:
     return HitPublic(
         id=hit.image_id,
         path=hit.path,
-        score=round(hit.score, 6),
+        score=None if hit.match == FILTER else round(hit.score, 6),
+        match=hit.match,  # type: ignore[arg-type]
+        ranking_score=_rounded(hit.ranking_score),
+        fused_score=_rounded(hit.fused_score),
+        relevance=_rounded(hit.relevance),
+        duplicate_ids=[member.image_id for member in hit.near_identical],
         first_stage_score=_rounded(getattr(hit, "first_stage_score", None)),
         rerank_score=_rounded(getattr(hit, "rerank_score", None)),
         width=hit.width,

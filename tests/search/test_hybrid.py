@@ -140,6 +140,9 @@ def test_near_duplicates_are_grouped(world) -> None:
     assert ("img_0000.png" in names) != ("copy_of_trip.png" in names)
     kept = grouped.hits[names.index("img_0000.png" if "img_0000.png" in names else "copy_of_trip.png")]
     assert kept.duplicates == 1 and len(names) == 12
+    member = kept.near_identical[0]  # the grouped photo is kept with its group, and its id is in the JSON
+    assert {Path(kept.path).name, Path(member.path).name} == {"img_0000.png", "copy_of_trip.png"}
+    assert kept.to_json()["duplicate_ids"] == [member.image_id]
     groups = find_duplicates(service, threshold=0.9999)
     assert [sorted(Path(h.path).name for h in g) for g in groups] == [["copy_of_trip.png", "img_0000.png"]]
 

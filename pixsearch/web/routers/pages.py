@@ -90,6 +90,7 @@ def _results(request: Request, query: WebQuery, results: WebResults) -> dict[str
         "hits": [{**hit.model_dump(), "name": Path(hit.path).name} for hit in hits],
         "offset": query.offset,
         "no_good_match": results.no_good_match,
+        "empty": results.empty,
         "best_score": results.best_score,
         "notes": results.notes,
         "reranked": results.reranked,
