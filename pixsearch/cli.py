@@ -160,6 +160,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--rerank", metavar="SPEC", help="reranker for searches with rerank on (env PIXSEARCH_RERANKER)")
     add_sim_weight_option(serve)
     serve.add_argument("--entailer", metavar="SPEC", help="checks statements about a photo (env PIXSEARCH_ENTAILER)")
+    serve.add_argument(
+        "--llm", metavar="SPEC", help="writes answers from the caption and the VQA answers (env PIXSEARCH_WRITER)"
+    )
 
     duplicates = commands.add_parser("duplicates", help="list groups of near-identical photos")
     add_common_options(duplicates)

@@ -319,7 +319,11 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     reranker = _reranker(settings, library)
     # the API key comes from the environment only (PIXSEARCH_API_KEY), never a flag visible in `ps`
     options = WebOptions.from_env(
-        captioner=args.captioner, answerer=args.answerer, reranker=settings.reranker, entailer=args.entailer
+        captioner=args.captioner,
+        answerer=args.answerer,
+        reranker=settings.reranker,
+        entailer=args.entailer,
+        writer=args.llm,
     )
     print(f"pixsearch: serving {settings.library} at http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
     serve(settings, options, args.host, args.port, rerank_hook=reranker.rerank_images if reranker else None)

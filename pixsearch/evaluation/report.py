@@ -22,7 +22,11 @@ def rows(results: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
 
 
 def _is_share(key: str) -> bool:
-    return key.startswith("R@") or key in {"vqa_accuracy", "bleu4"} or key.startswith("chance")
+    return (
+        key.startswith("R@")
+        or key in {"vqa_accuracy", "written_accuracy", "top_k_oracle", "bleu4"}
+        or key.startswith("chance")
+    )
 
 
 def format_table(results: dict[str, Any], title: str = "evaluation") -> str:

@@ -10,7 +10,6 @@ writer's completion of the prompt. Both are scored with VQAv2 soft accuracy.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 
 from pixsearch.answering import AnsweringOptions, build_prompt, final_answer
 from pixsearch.evaluation.metrics import vqa_accuracy
-from pixsearch.evaluation.readers import Question, read_questions
+from pixsearch.evaluation.readers import Question
 from pixsearch.imageio import load_image
 from pixsearch.models.roles import Answerer, Captioner, Writer
 
@@ -104,48 +103,3 @@ def evaluate_written(
         },
         "examples": rows,
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import torch
-
-    from pixsearch.answering import DEFAULT_TEMPLATE, read_template
-    from pixsearch.models import Role, create
-
-    parser = argparse.ArgumentParser(description="accuracy of VQA + LLM answers against the bare VQA model")
-    parser.add_argument("--questions", type=Path, required=True)
-    parser.add_argument("--images", type=Path)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--answerer", required=True)
-    parser.add_argument("--captioner", required=True)
-    parser.add_argument("--llm", required=True)
-    parser.add_argument("--prompt-file", type=Path)
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--evidence", type=Path, help="JSONL cache of the captions and VQA answers (made if missing)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    data = read_questions(args.questions, args.images)
-    questions = [q for q in data.questions if args.split == "all" or q.split == args.split]
-    template = read_template(args.prompt_file) if args.prompt_file else DEFAULT_TEMPLATE
-    options = AnsweringOptions(top_k=args.top_k, max_new_tokens=args.max_new_tokens, template=template)
-    writer = create(args.llm, Role.WRITER)
-    writer.load()
-    if args.evidence is not None and args.evidence.exists():
-        evidence = load_evidence(args.evidence)
-    else:
-        answerer, captioner = create(args.answerer, Role.ANSWERER), create(args.captioner, Role.CAPTIONER)
-        answerer.load()
-        captioner.load()
-        evidence = gather(questions, answerer, captioner, args.top_k)
-        if args.evidence is not None:
-            save_evidence(evidence, args.evidence)
-    result = evaluate_written(evidence, writer, options)
-    result |= {"split": args.split, "answerer": args.answerer, "captioner": args.captioner, "llm": args.llm}
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,6 +14,7 @@ from pixsearch.models.roles import (
     Role,
     Tagger,
     Tower,
+    Writer,
 )
 from pixsearch.models.spec import ModelOptions, ModelSpec
 
@@ -31,6 +32,7 @@ __all__ = [
     "Role",
     "Tagger",
     "Tower",
+    "Writer",
     "backends",
     "create",
     "find_backend",

@@ -30,6 +30,7 @@ _OPTION = {
     Role.ANSWERER: "--answerer",
     Role.ENTAILER: "--entailer",
     Role.TEXT_ENCODER: "--query-model",
+    Role.WRITER: "--llm",
 }
 TRY_OFFLINE = "to see pixsearch work with no network at all, run `pixsearch demo` (packaged demo models)"
 

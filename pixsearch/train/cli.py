@@ -114,6 +114,12 @@ def _eval_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--questions", type=Path, help="questions .jsonl for VQA accuracy")
     parser.add_argument("--answerer", metavar="SPEC", help="VQA model")
     parser.add_argument("--captioner", metavar="SPEC", help="captioning model (BLEU-4, CIDEr against --data)")
+    parser.add_argument(
+        "--llm", metavar="SPEC", help="with --answerer and --captioner: also score answers this language model writes"
+    )
+    parser.add_argument("--prompt-file", type=Path, help="--llm: the prompt template (default: the built-in one)")
+    parser.add_argument("--llm-top-k", type=int, default=3, help="--llm: VQA answers put in the prompt")
+    parser.add_argument("--llm-max-new-tokens", type=int, default=4, help="--llm: longest written answer, in tokens")
     parser.add_argument("--bad-rows", choices=[p.value for p in BadRowPolicy], default="skip")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--threads", type=int, help="torch CPU threads")

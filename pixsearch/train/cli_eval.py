@@ -22,13 +22,15 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
     """
     if not (args.model or args.captioner or args.answerer):
         raise ConfigError("name something to evaluate: --model (retrieval), --captioner or --answerer")
+    if args.llm and not (args.answerer and args.captioner):
+        raise ConfigError("--llm writes answers from a caption and VQA answers: it needs --answerer and --captioner")
     policy = BadRowPolicy(args.bad_rows)
     split = None if args.split == "all" else args.split
     options = ModelOptions(device=settings.device, dtype=settings.dtype)
     progress = lambda phase, done, total: bars(phase, done, total)  # noqa: E731
     results: dict[str, Any] = {"split": args.split}
     try:
-        if args.model or args.captioner:
+        if args.model or (args.captioner and not args.llm) or args.data:
             if not args.data:
                 raise ConfigError("--model and --captioner need --data (captions)")
             data = read_pairs(args.data, args.images)
@@ -49,7 +51,7 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
             retrieval = evaluate_retrieval(data, encoder, reranker, eval_options, progress)
             retrieval["chance R@1 text_to_image"] = 1 / retrieval["images"]
             results["retrieval"] = retrieval
-        if args.captioner:
+        if args.captioner and args.data:
             results["captioning"] = evaluate_captions(
                 data, create(args.captioner, Role.CAPTIONER, options), progress=progress
             )
@@ -59,7 +61,23 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
             questions = read_questions(args.questions, args.images)
             enforce(questions.bad, policy, str(args.questions))
             questions.questions = [q for q in questions.questions if split is None or q.split in (None, split)]
-            results["vqa"] = evaluate_vqa(questions, create(args.answerer, Role.ANSWERER, options), progress)
+            answerer = create(args.answerer, Role.ANSWERER, options)
+            results["vqa"] = evaluate_vqa(questions, answerer, progress)
+            if args.llm:
+                results["vqa_llm"] = _written(args, questions.questions, answerer, options, progress)
     finally:
         bars.close()
     return results
+
+
+def _written(args: argparse.Namespace, questions: list, answerer: Any, options: ModelOptions, progress: Any) -> dict:
+    """Accuracy of the answers a language model writes from the caption and the top VQA answers."""
+    from pixsearch.answering import DEFAULT_TEMPLATE, AnsweringOptions, read_template
+    from pixsearch.evaluation.written import evaluate_written, gather
+
+    template = read_template(args.prompt_file) if args.prompt_file else DEFAULT_TEMPLATE
+    answering = AnsweringOptions(top_k=args.llm_top_k, max_new_tokens=args.llm_max_new_tokens, template=template)
+    captioner = create(args.captioner, Role.CAPTIONER, options)
+    evidence = gather(questions, answerer, captioner, answering.top_k, progress)
+    result = evaluate_written(evidence, create(args.llm, Role.WRITER, options), answering, progress)
+    return result | {"llm": args.llm, "captioner": args.captioner}

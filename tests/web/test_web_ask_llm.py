@@ -66,11 +66,13 @@ def test_llm_without_a_writer_is_404(make_client, image_ids, vqa_spec) -> None:
 
 
 def test_prompt_uses_the_stored_caption_and_the_prompt_file(
-    make_client, image_ids, vqa_spec, writer_spec, tmp_path: Path
+    make_client, fresh_library, image_ids, vqa_spec, writer_spec, tmp_path: Path
 ) -> None:
     template = tmp_path / "prompt.txt"
     template.write_text("Photo: {caption}\nQ: {question}\n{candidates}\nA:", encoding="utf-8")
-    client = make_client(answerer=vqa_spec, writer=writer_spec, writer_prompt_file=str(template), api_key=KEY)
+    client = make_client(  # a private library: this test stores a caption
+        library=fresh_library, answerer=vqa_spec, writer=writer_spec, writer_prompt_file=str(template), api_key=KEY
+    )
     image_id = image_ids["img_0002.png"]
     put = client.post(f"/api/images/{image_id}/caption", json={"caption": "two shapes"}, headers={"X-API-Key": KEY})
     assert put.status_code == 200
@@ -103,3 +105,13 @@ def test_writer_options_are_checked(tmp_path: Path) -> None:
         WebOptions(writer_prompt_file=str(bad)).check()
     options = WebOptions.from_env({"PIXSEARCH_WRITER": "openai-api:http://127.0.0.1:8080/v1#m"})
     assert options.writer == "openai-api:http://127.0.0.1:8080/v1#m"
+
+
+def test_the_result_page_asks_for_a_written_answer_only_with_a_writer(
+    make_client, image_ids, vqa_spec, caption_spec, writer_spec
+) -> None:
+    page = f"/images/{image_ids['img_0002.png']}"
+    with_writer = make_client(answerer=vqa_spec, captioner=caption_spec, writer=writer_spec).get(page).text
+    assert 'data-llm="1"' in with_writer and 'id="written"' in with_writer and "Why this answer" in with_writer
+    without = make_client(answerer=vqa_spec, captioner=caption_spec).get(page).text
+    assert 'data-llm="1"' not in without

@@ -60,6 +60,7 @@ function setupAsk() {
   const list = document.getElementById("answers");
   const failure = document.getElementById("ask-error");
   const button = document.getElementById("ask-button");
+  const written = document.getElementById("written");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const question = document.getElementById("question").value.trim();
@@ -67,8 +68,14 @@ function setupAsk() {
     button.disabled = true;
     failure.hidden = true;
     list.replaceChildren();
+    written.hidden = true;
     try {
-      const data = await postJson(form.dataset.url, { question: question, top_k: 5 });
+      const data = await postJson(form.dataset.url, { question: question, top_k: 5, llm: form.dataset.llm === "1" });
+      if (data.written) {
+        document.getElementById("written-answer").textContent = data.written.answer;
+        document.getElementById("written-caption").textContent = data.written.caption;
+        written.hidden = false;
+      }
       if (!data.answers.length) {
         const item = document.createElement("li");
         item.textContent = "(no answer)";
