@@ -133,7 +133,7 @@ def _order(service, parsed, relevant, keyword_ranking, allowed, excluded, pool, 
     """Ids in result order, and their fused scores when a keyword ranking took part (else None: the
     similarity alone decides, and is what is shown)."""
     vector_ranking = [i for i, _, _ in relevant]
-    if keyword_ranking:
+    if keyword_ranking and options.keyword_weight > 0:
         fused = fused_scores([vector_ranking, keyword_ranking], [1.0, options.keyword_weight], options.rrf_k)
         return list(fused), fused
     if vector_ranking or parsed.has_vector or parsed.phrases or allowed is None:
