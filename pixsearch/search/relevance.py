@@ -40,18 +40,16 @@ GENERIC_PROMPTS = (
     "something",
 )
 # Everyday concepts far from each other, so that together they stand for "anything else".
-CONCEPT_PROMPTS = tuple(
-    f"a photo of {thing}"
-    for thing in (
-        "a dog", "a cat", "a horse", "a bird", "a fish", "an insect", "a tree", "a flower", "grass", "a mountain",
-        "the sea", "a beach", "a river", "snow", "the sky", "a city street", "a building", "a bridge", "a house",
-        "a room", "a kitchen", "a car", "a bicycle", "a train", "a boat", "an aeroplane", "a road", "a person",
-        "a child", "a crowd", "a face", "a hand", "food", "a cake", "fruit", "a drink", "a table", "a chair",
-        "a book", "a computer", "a phone", "a clock", "a lamp", "a ball", "a toy", "a shoe", "a shirt", "a bag",
-        "a painting", "text", "a sign", "a map", "a screenshot", "a document", "a pattern", "a texture",
-        "fire", "water", "night", "rain",
-    )
+CONCEPTS = (
+    "a dog", "a cat", "a horse", "a bird", "a fish", "an insect", "a tree", "a flower", "grass", "a mountain",
+    "the sea", "a beach", "a river", "snow", "the sky", "a city street", "a building", "a bridge", "a house",
+    "a room", "a kitchen", "a car", "a bicycle", "a train", "a boat", "an aeroplane", "a road", "a person",
+    "a child", "a crowd", "a face", "a hand", "food", "a cake", "fruit", "a drink", "a table", "a chair",
+    "a book", "a computer", "a phone", "a clock", "a lamp", "a ball", "a toy", "a shoe", "a shirt", "a bag",
+    "a painting", "text", "a sign", "a map", "a screenshot", "a document", "a pattern", "a texture",
+    "fire", "water", "night", "rain",
 )  # fmt: skip
+CONCEPT_PROMPTS = tuple(f"a photo of {concept}" for concept in CONCEPTS)
 DEFAULT_PROMPTS = GENERIC_PROMPTS + CONCEPT_PROMPTS
 DEFAULT_Z_MIN = 2.5  # general models on everyday photos: a true concept stands ~3-5 spreads out, noise rarely 2.5
 _STOPWORDS = frozenset("a an and are as at be by for from in is it of on or the to with photo picture image".split())

@@ -48,6 +48,16 @@ def register(commands: Any) -> None:
         help="zero-shot threshold in robust z-scores (default: from the vocabulary size, 4.1 for the built-in one)",
     )
     models.add_argument("--max-tags", type=int, help="at most this many zero-shot tags per photo (default 10)")
+    models.add_argument(
+        "--prompt-z",
+        type=float,
+        help="a zero-shot tag must beat background prompts on the photo by this z (default: calibrated on the model)",
+    )
+    models.add_argument(
+        "--max-share",
+        type=float,
+        help="a zero-shot tag given to more than this share of the library is suspect and dropped (default 0.5)",
+    )
     models.add_argument("--verify", action="store_true", help="drop model tags an entailment model contradicts")
     models.add_argument("--entailer", metavar="SPEC", help=f"entailment model for --verify (env {ENTAILER_ENV})")
     models.add_argument(
@@ -128,6 +138,10 @@ def options_from(args: argparse.Namespace, settings: Any) -> Any:
         zero_shot = replace(zero_shot, z_min=args.z_min)
     if args.max_tags is not None:
         zero_shot = replace(zero_shot, max_tags=args.max_tags)
+    if args.prompt_z is not None:
+        zero_shot = replace(zero_shot, prompt_z=args.prompt_z)
+    if args.max_share is not None:
+        zero_shot = replace(zero_shot, max_share=args.max_share)
     return TagOptions(
         zero_shot=args.zero_shot or not explicit,
         imagenet=args.imagenet,

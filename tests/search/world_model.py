@@ -2,8 +2,8 @@
 `pixsearch.synth` (whose truth is known), with the existing training code.
 
 Beside the world's two captions per scene, each thing in a scene is also captioned on its own
-("a red circle", "a circle", "red"): those are the short queries people type, and the world's
-truth says exactly which photos they are true of.
+("a red circle", "a circle", "red", and as the zero-shot tagger prompts, "a photo of red."): those
+are the short queries people type, and the world's truth says exactly which photos they are true of.
 """
 
 from __future__ import annotations
@@ -47,7 +47,13 @@ def train_world_model(root: Path) -> WorldModel:
     rows = [json.loads(line) for line in (data / "captions.jsonl").read_text().splitlines()]
     for item in items(WORLD):
         for thing in (item.scene.first, item.scene.second):
-            for text in (f"a {thing.colour} {thing.shape}", f"a {thing.shape}", thing.colour):
+            for text in (
+                f"a {thing.colour} {thing.shape}",
+                f"a {thing.shape}",
+                thing.colour,
+                f"a photo of {thing.colour}.",
+                f"a photo of a {thing.shape}.",
+            ):
                 rows.append({"image": f"images/{item.split}/{item.name}", "caption": text, "split": item.split})
     captions = data / "captions_and_things.jsonl"
     captions.write_text("".join(json.dumps(row) + "\n" for row in rows))

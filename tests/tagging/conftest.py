@@ -79,3 +79,14 @@ def tiny_ofa_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
     from tiny_models import save_tiny_ofa
 
     return f"ofa-ve:{save_tiny_ofa(tmp_path_factory.mktemp('tiny-ofa') / 'ofa')}"
+
+
+@pytest.fixture(scope="session")
+def world_model(tmp_path_factory: pytest.TempPathFactory):
+    """The synthetic world's tiny CLIP (tests/search/world_model.py), shared with tests/search."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "search"))
+    from world_model import train_world_model
+
+    return train_world_model(tmp_path_factory.getbasetemp() / "world-model")

@@ -24,7 +24,9 @@ from pixsearch.tagging.zero_shot import ZeroShotOptions
 FIXTURES = Path(
     os.environ.get("PIXSEARCH_FIXTURES", Path(__file__).resolve().parents[2].parent / "shared" / "fixtures")
 )
-SMALL = ["--vocabulary", "", "--no-builtin-vocabulary", "--z-min", "0.1", "--max-tags", "3"]
+# the plumbing, not the threshold: a random tiny model's tags are noise the prompt rule would drop
+SMALL = ["--vocabulary", "", "--no-builtin-vocabulary", "--z-min", "0.1", "--max-tags", "3", "--prompt-z", "-100",
+         "--max-share", "1"]  # fmt: skip
 
 
 @pytest.fixture
@@ -166,7 +168,7 @@ def test_index_time_tagging_handles_only_new_photos(library_copy, clip_spec: str
     library, photos = library_copy()
     encoder = create(clip_spec)
     options = TagOptions(only_new=True, vocabulary_files=(vocabulary_file,), builtin_vocabulary=False,
-                         zero_shot_options=ZeroShotOptions(z_min=0.1, max_tags=2))  # fmt: skip
+                         zero_shot_options=ZeroShotOptions(z_min=0.1, max_tags=2, prompt_z=-100.0, max_share=1.0))  # fmt: skip
     first = tag_after_index(library, encoder, options=options)
     assert sum(first.tagged.values()) == 16
     assert tag_after_index(library, encoder, options=options).tagged == {}  # nothing new

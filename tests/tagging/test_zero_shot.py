@@ -12,6 +12,7 @@ from pixsearch.models import create
 from pixsearch.tagging.vocabulary import Entry, Vocabulary
 from pixsearch.tagging.zero_shot import (
     Calibration,
+    Prompts,
     ZeroShotOptions,
     ZeroShotTagger,
     ensemble_text_vectors,
@@ -92,10 +93,20 @@ def world() -> dict[str, np.ndarray]:
 NAMES = ["photo", "cat", "dog"] + [f"thing {i}" for i in range(41)]
 
 
+BACKGROUND = ("a photo", "a thing", "a scene", "a place", "a view")  # the first generic, then concepts
+
+
+def _background(world: dict[str, np.ndarray]) -> np.ndarray:
+    """Prompts along the common direction and along directions of their own (no tag's, no photo's)."""
+    axes = np.eye(world["tags"].shape[1])
+    return _unit(np.stack([axes[0]] + [0.3 * axes[0] + axes[i] for i in range(44, 48)]))
+
+
 def _tagger(world: dict[str, np.ndarray], **options: float) -> ZeroShotTagger:
     tagger = ZeroShotTagger(encoder=None, vocabulary=Vocabulary(tuple(Entry(n) for n in NAMES)),
-                            options=ZeroShotOptions(**options))  # type: ignore[arg-type]  # fmt: skip
+                            options=ZeroShotOptions(generic=BACKGROUND[:1], background=BACKGROUND[1:], **options))  # type: ignore[arg-type]  # fmt: skip
     tagger._tags = world["tags"]  # as if encoded
+    tagger._prompts = Prompts.for_tags(_background(world), BACKGROUND, NAMES, generic=1)
     return tagger
 
 
