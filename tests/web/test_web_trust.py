@@ -77,3 +77,15 @@ def test_grid_shows_the_score_that_orders_the_results(make_client, fresh_library
     on_cards = [float(v) for v in re.findall(r'<span class="score"[^>]*>(-?[0-9.]+)</span>', page)]
     assert on_cards == sorted(on_cards, reverse=True) and len(on_cards) == len(hits)
     assert "similarity" in page
+
+
+def test_docs_work_offline_from_assets_the_app_serves(client) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert not re.search(r"(?:src|href)=[\"']?(?:https?:)?//", page.text), "an asset from another host"
+    assets = re.findall(r"(?:src|href)=[\"']?(/[^\"' >]+)", page.text)
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for asset in assets:
+        loaded = client.get(asset)
+        assert loaded.status_code == 200 and len(loaded.content) > 100, asset
+    assert "openapi.json" in page.text and client.get("/openapi.json").status_code == 200
