@@ -239,6 +239,7 @@ def _search_options(args: argparse.Namespace) -> SearchOptions:
         cutoff_z=None if args.no_cutoff else cutoff,
         min_score=args.min_score,
         background=read_prompts(args.background) if args.background else SearchOptions.background,
+        model_calibration=args.cutoff is None and args.background is None,  # the model's relevance.json, if any
         duplicate_threshold=None if args.no_group else SearchOptions.duplicate_threshold,
     )
 

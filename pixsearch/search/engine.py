@@ -32,6 +32,7 @@ class SearchOptions:
     cutoff_z: float | None = DEFAULT_Z_MIN  # keep photos the query fits this many spreads above the background
     min_score: float | None = None  # and/or above this absolute similarity
     background: tuple[str, ...] = DEFAULT_PROMPTS  # the prompts a photo is judged against (see relevance)
+    model_calibration: bool = True  # a model that ships its relevance.json: its background and z_min instead
     duplicate_threshold: float | None = 0.95  # group results this similar to a better one; None: never
     pool: int = 200  # candidates taken from each ranking before fusion
 
@@ -79,7 +80,11 @@ class SearchResult:
             where = " matching the filters" if self.query.filters else ""
             return f"no photo{where} contains the phrase {phrases} (in names, tags, text, EXIF or a person's caption)"
         if self.empty is Empty.NO_GOOD_MATCH:
-            held = [f"the words fit {self.cutoff:g} spreads above the background prompts"] if self.cutoff else []
+            held = (
+                [f"the words fit {self.cutoff:g} spreads above the background prompts"]
+                if self.cutoff is not None
+                else []
+            )
             held += [f"similarity at least {self.min_score:g}"] if self.min_score is not None else []
             best = f"; the best similarity was {self.best_score:.3f}" if self.best_score is not None else ""
             return f"no good match: no photo passed the relevance cut-off ({'; '.join(held)}){best}"
@@ -102,8 +107,10 @@ def hybrid_search(
         allowed = sql_filters.matching_ids(session, parsed.filters)
         excluded = _excluded(session, parsed, pool * 50)
     result = SearchResult([], parsed)
-    if parsed.has_vector:
-        result.cutoff, result.min_score = options.cutoff_z, options.min_score
+    background = _background(service, options) if parsed.has_vector else None
+    if background is not None:
+        result.cutoff = None if options.cutoff_z is None else background.z_min
+        result.min_score = options.min_score
     if allowed is not None and not allowed:
         result.empty = Empty.NO_FILTER_MATCH
         return result
@@ -112,7 +119,7 @@ def hybrid_search(
         vector = _query_vector(service, parsed)
         candidates = _vector_candidates(service, vector, allowed, excluded, pool)
         result.best_score = candidates[0][1] if candidates else None
-        relevant = _relevant(service, parsed, vector, candidates, options)
+        relevant = _relevant(service, parsed, vector, candidates, options, background)
     keyword_ranking, keyword_scores = _keyword_ranking(service, parsed, allowed, excluded, pool)
     if parsed.phrases:  # a quoted phrase must appear
         if not keyword_scores:
@@ -186,11 +193,16 @@ def _vector_candidates(service, vector, allowed, excluded, pool) -> list[tuple[i
         fetch *= 4
 
 
-def _relevant(service, parsed, vector, candidates, options) -> list[tuple[int, float, float | None]]:
+def _background(service: SearchService, options: SearchOptions) -> Background:
+    """What photos are judged against: the model's own calibration when it ships one, else the options'."""
+    calibrated = service.relevance_calibration() if options.model_calibration else None
+    return calibrated or Background(options.background, options.cutoff_z if options.cutoff_z is not None else 0.0)
+
+
+def _relevant(service, parsed, vector, candidates, options, background) -> list[tuple[int, float, float | None]]:
     """The candidates that pass the relevance cut-off: (image id, similarity, z), best first."""
     if not candidates or (options.cutoff_z is None and options.min_score is None):
         return [(i, s, None) for i, s in candidates]
-    background = Background(options.background, options.cutoff_z or 0.0)
     unrelated = background.unrelated_to(" ".join(t for _, t in parsed.terms))
     if unrelated.sum() < 3:  # the query names nearly every prompt: judge it against them all
         unrelated[:] = True
@@ -201,7 +213,7 @@ def _relevant(service, parsed, vector, candidates, options) -> list[tuple[int, f
         (i, s, z_of[i])
         for i, s in candidates
         if i in z_of
-        and (options.cutoff_z is None or z_of[i] >= options.cutoff_z)
+        and (options.cutoff_z is None or z_of[i] >= background.z_min)
         and (options.min_score is None or s >= options.min_score)
     ]
 

@@ -16,11 +16,15 @@ only the candidates' stored vectors are read (no scan of the library per query).
 The background has to be made of things the model knows: a model trained on one narrow world
 (the synthetic shapes of `pixsearch.synth`) knows only that world's words, and should be judged
 against them (`Background(prompts=...)`), with a `z_min` fitted on photos whose truth is known
-(`fit_z_min`). The defaults are for general-purpose models (CLIP, SigLIP) on everyday photos.
+(`fit_z_min`). Such a calibration ships with the model: `relevance.json` in a local model folder
+(`Background.write`), read by `Background.of_model`. The defaults are for general-purpose models
+(CLIP, SigLIP) on everyday photos.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pixsearch.errors import ConfigError
+from pixsearch.models.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 GENERIC_PROMPTS = (
     "a photo",
@@ -52,6 +59,7 @@ CONCEPTS = (
 CONCEPT_PROMPTS = tuple(f"a photo of {concept}" for concept in CONCEPTS)
 DEFAULT_PROMPTS = GENERIC_PROMPTS + CONCEPT_PROMPTS
 DEFAULT_Z_MIN = 2.5  # general models on everyday photos: a true concept stands ~3-5 spreads out, noise rarely 2.5
+CALIBRATION_FILE = "relevance.json"  # in a model's folder: {"background": [...], "z_min": ...}
 _STOPWORDS = frozenset("a an and are as at be by for from in is it of on or the to with photo picture image".split())
 _WORD = re.compile(r"[^\W_]+")
 
@@ -66,6 +74,29 @@ class Background:
     def __post_init__(self) -> None:
         if len(self.prompts) < 3:
             raise ConfigError(f"a relevance background needs at least 3 prompts, got {len(self.prompts)}")
+
+    @classmethod
+    def of_model(cls, spec: str) -> Background | None:
+        """The calibration that ships with a model in a local folder (its `relevance.json`), if any.
+
+        Raises:
+            ConfigError: the file is there but unreadable or malformed (names it).
+        """
+        folder = Path(ModelSpec.parse(spec).source).expanduser()
+        path = folder / CALIBRATION_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(tuple(str(p) for p in data["background"]), float(data["z_min"]))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"relevance calibration {path} is unreadable: {error}") from None
+
+    def write(self, model_folder: Path) -> Path:
+        """Save as the calibration of the model in `model_folder` (see `of_model`)."""
+        path = Path(model_folder) / CALIBRATION_FILE
+        path.write_text(json.dumps({"background": list(self.prompts), "z_min": self.z_min}, indent=2) + "\n")
+        return path
 
     def unrelated_to(self, query: str) -> npt.NDArray[np.bool_]:
         """Which prompts share no content word with `query` (a prompt naming the query's own thing is

@@ -13,6 +13,7 @@ from pixsearch.errors import ConfigError, EmptyIndexError, LibraryError, NotFoun
 from pixsearch.models import registry
 from pixsearch.models.roles import DualEncoder, Embedding, Role, TextEncoder, Tower
 from pixsearch.models.spec import ModelOptions
+from pixsearch.search.relevance import Background
 from pixsearch.search.results import ImageHit, TextHit
 from pixsearch.storage.library import IMAGES, TEXTS, Library
 from pixsearch.storage.schema import Embedding as EmbeddingRow
@@ -44,6 +45,7 @@ class SearchService:
         self._model: ModelRow | None = None
         self._indexes: dict[str, tuple[int, VectorIndex]] = {}
         self._fixed_texts: dict[tuple[str | None, tuple[str, ...]], Embedding] = {}
+        self._calibrations: dict[str, Background | None] = {}
 
     # -- model and indexes ----------------------------------------------------------------
     @property
@@ -113,6 +115,13 @@ class SearchService:
         if key not in self._fixed_texts:
             self._fixed_texts[key] = self.encode_text(texts)
         return self._fixed_texts[key]
+
+    def relevance_calibration(self) -> Background | None:
+        """The relevance background and z_min the library's model ships with (`relevance.json`), if any."""
+        spec = self.model.spec
+        if spec not in self._calibrations:
+            self._calibrations[spec] = Background.of_model(spec)
+        return self._calibrations[spec]
 
     def encode_image(self, image: Image.Image) -> Embedding:
         self._check_preprocessing()

@@ -45,6 +45,15 @@ def test_prompts_that_name_the_query_are_no_background_for_it() -> None:
         Background(("a photo", "an image"))
 
 
+def test_a_calibration_ships_with_a_model_folder(tmp_path: Path) -> None:
+    assert Background.of_model(f"clip:{tmp_path}") is None and Background.of_model("clip:openai/clip") is None
+    Background(("red", "green", "blue"), -0.25).write(tmp_path)
+    assert Background.of_model(f"clip:{tmp_path}") == Background(("red", "green", "blue"), -0.25)
+    (tmp_path / "relevance.json").write_text('{"background": ["red"]}')
+    with pytest.raises(ConfigError, match="relevance.json"):
+        Background.of_model(f"clip:{tmp_path}")
+
+
 def test_fitted_z_min_separates_the_known_sides() -> None:
     assert fit_z_min([0.1, 0.5, 1.2, 2.0], [False, False, True, True]) == pytest.approx(0.85)
     with pytest.raises(ConfigError, match="do not"):
@@ -66,6 +75,7 @@ def z_min(world_model: WorldModel) -> float:
         truth += [colour in colours_of(scene) for _, scene in calibration]
     fitted = fit_z_min(z, truth)
     log.info("z_min fitted on 300 calibration photos x %d colours: %.3f", len(COLOURS), fitted)
+    Background(BACKGROUND, fitted).write(Path(world_model.spec.split(":", 1)[1]))  # ships with the model
     return fitted
 
 
@@ -87,8 +97,10 @@ def libraries(world_model: WorldModel, tmp_path_factory: pytest.TempPathFactory)
 
 
 def _search(library: Library, z_min: float):
-    options = SearchOptions(cutoff_z=z_min, background=BACKGROUND, duplicate_threshold=None, keyword_weight=0.0)
-    return hybrid_search(SearchService(library), QUERY, k=100, options=options)
+    """With the default options: the model's own relevance.json gives the background and z_min."""
+    result = hybrid_search(SearchService(library), QUERY, k=100, options=SearchOptions(duplicate_threshold=None))
+    assert result.cutoff == pytest.approx(z_min)
+    return result
 
 
 def test_a_thing_in_most_of_the_library_keeps_every_photo_of_it(libraries, z_min: float) -> None:
