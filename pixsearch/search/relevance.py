@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +156,24 @@ def fit_z_min(z: Iterable[float], relevant: Iterable[bool]) -> float:
     kept = values[None, :] >= candidates[:, None]
     accuracy = kept[:, truth].mean(axis=1) + (~kept[:, ~truth]).mean(axis=1)
     return float(candidates[int(np.argmax(accuracy))])
+
+
+def calibrate(
+    encode_texts: Callable[[list[str]], npt.NDArray[np.float32]],
+    photos: npt.NDArray[np.float32],
+    concepts: Sequence[str],
+    shows: npt.NDArray[np.bool_],
+    prompts: Sequence[str],
+) -> Background:
+    """A model's calibration from photos whose truth is known: `photos` [n, d] (the model's vectors),
+    `shows` [n, c] whether each photo shows each of `concepts`; `prompts` the background (words of
+    the model's world). z_min is fitted on every (photo, concept) pair (`fit_z_min`).
+    """
+    background = Background(tuple(prompts))
+    vectors = encode_texts(list(prompts))
+    queries = encode_texts(list(concepts))
+    z = [z_scores(q, photos, vectors[background.unrelated_to(c)]) for q, c in zip(queries, concepts, strict=True)]
+    return Background(background.prompts, fit_z_min(np.stack(z, axis=1).ravel(), np.asarray(shows).ravel()))
 
 
 def judge(

@@ -16,7 +16,7 @@ from pixsearch.indexer import Indexer, IndexOptions
 from pixsearch.models import create
 from pixsearch.search import SearchService
 from pixsearch.search.engine import SearchOptions, hybrid_search
-from pixsearch.search.relevance import Background, fit_z_min, z_scores
+from pixsearch.search.relevance import Background, calibrate, fit_z_min, z_scores
 from pixsearch.storage import Library
 from pixsearch.synth import render
 from pixsearch.synth.world import COLOURS
@@ -67,13 +67,8 @@ def z_min(world_model: WorldModel) -> float:
     encoder = create(world_model.spec)
     calibration = scenes(seed=3, count=300)
     photos = encoder.encode_images([render(scene, 32) for _, scene in calibration])
-    prompts = encoder.encode_texts(list(BACKGROUND))
-    z, truth = [], []
-    for colour in COLOURS:
-        unrelated = Background(BACKGROUND).unrelated_to(colour)
-        z += z_scores(encoder.encode_texts([colour])[0], photos, prompts[unrelated]).tolist()
-        truth += [colour in colours_of(scene) for _, scene in calibration]
-    fitted = fit_z_min(z, truth)
+    shows = np.asarray([[colour in colours_of(scene) for colour in COLOURS] for _, scene in calibration])
+    fitted = calibrate(encoder.encode_texts, photos, COLOURS, shows, BACKGROUND).z_min
     log.info("z_min fitted on 300 calibration photos x %d colours: %.3f", len(COLOURS), fitted)
     Background(BACKGROUND, fitted).write(Path(world_model.spec.split(":", 1)[1]))  # ships with the model
     return fitted
