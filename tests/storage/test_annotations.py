@@ -52,13 +52,15 @@ def test_model_suggestions_replace_their_own_but_never_a_persons(library: Librar
     assert _found(library, "holiday") and _found(library, "cat") and not _found(library, "beach")
 
 
-def test_ocr_and_captions_are_searchable(library: Library) -> None:
+def test_ocr_and_a_persons_caption_are_searchable(library: Library) -> None:
     with library.session() as session:
         set_ocr_text(session, 1, "EXIT 24 Springfield", "rapidocr")
         set_caption(session, 1, "blip-caption:x", "a yellow road sign")
+        set_caption(session, 1, "person", "grandma's green gate")
         assert ocr_text_of(session, 1) == "EXIT 24 Springfield"
         assert caption_of(session, 1, "blip-caption:x") == "a yellow road sign"
-    assert _found(library, "springfield") and _found(library, "yellow road")
+    assert _found(library, "springfield") and _found(library, "green gate")
+    assert not _found(library, "yellow road")  # a model's caption is shown, not keyword-indexed
 
 
 def test_caption_of_changed_bytes_is_stale(library: Library) -> None:
