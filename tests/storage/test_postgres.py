@@ -153,7 +153,7 @@ def test_nul_from_a_model_or_a_file_is_stripped_before_storing(pg_url: str, tagg
     library = Library.open(root, pg_url)
     with library.session() as session:
         suggest_tags(session, image_id, [("tri\x00angle", 0.5)], "xmp")
-        set_caption(session, image_id, "blip-caption:m", "a green\x00 triangle")
+        set_caption(session, image_id, "person", "a green\x00 triangle")  # a person's caption: keyword-indexed
         set_ocr_text(session, image_id, "EXIT\x0024", "rapidocr")
         assert [t.name for t in tags_of(session, image_id)] == ["tri angle"]
         found = keywords.search(session, keywords.KeywordQuery(include=("green triangle", "exit 24")), 10)
