@@ -13,7 +13,7 @@ from pixsearch.errors import ConfigError
 from pixsearch.models.registry import find_backend
 from pixsearch.models.roles import Role
 from pixsearch.models.spec import ModelSpec
-from pixsearch.search.relevance import DEFAULT_PROMPTS, DEFAULT_Z_MIN, read_prompts
+from pixsearch.search.relevance import DEFAULT_PROMPTS, DEFAULT_Z_MIN, Background, read_prompts
 
 DEFAULT_MAX_UPLOAD = 20_000_000  # 20 MB: any camera JPEG, far below a memory problem
 
@@ -97,6 +97,7 @@ class WebOptions:
                 raise ConfigError(f"{name.replace('_', ' ')} must be between 16 and 4096, got {getattr(self, name)}")
         if not 1 <= self.model_workers <= 16:
             raise ConfigError(f"model workers must be between 1 and 16, got {self.model_workers}")
+        Background(self.background)  # at least 3 prompts
         if self.max_pending_model_jobs < 1:
             raise ConfigError(f"max pending model jobs must be at least 1, got {self.max_pending_model_jobs}")
 
