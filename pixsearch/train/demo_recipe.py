@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pixsearch.search.relevance import CALIBRATION_FILE
 from pixsearch.synth import SynthOptions
 from pixsearch.train.loop import TrainOptions
 from pixsearch.train.run import TrainJob, run_job
@@ -114,6 +115,13 @@ SIM_WEIGHT = "logit-scale"
 _NOT_SHIPPED = {"train_report.json"}  # wall-clock timings: they differ from run to run
 
 
+DEMO_RELEVANCE = {
+    "background": ["red", "green", "blue", "yellow", "purple", "orange", "circle", "square", "triangle"]
+    + ["small", "large", "left", "right", "above", "below"],
+    "z_min": 0.3224,
+}
+
+
 def export(models: Path, out: Path) -> dict[str, str]:
     """Copy each trained model's loadable files from `models/<backend>` into `out/<backend>`, the
     weights in float16 (half the bytes; the tiny models score the same); returns {path: sha256}."""
@@ -130,6 +138,10 @@ def export(models: Path, out: Path) -> dict[str, str]:
                 save_file(half, target / path.name, metadata={"format": "pt"})
             else:
                 shutil.copyfile(path, target / path.name)
+    # the search relevance calibration of the demo's CLIP: the world's own words as the background, z_min
+    # fitted with pixsearch.search.relevance.calibrate on the world's val split (colours and colour-shape
+    # phrases); a constant here, so the recipe's output stays byte-for-byte reproducible
+    (out / "clip" / CALIBRATION_FILE).write_text(json.dumps(DEMO_RELEVANCE) + "\n")
     return digests(out)
 
 
