@@ -4,6 +4,7 @@ with search, rerank, captions and VQA. No download; no training unless asked (`-
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -16,6 +17,7 @@ from pixsearch.errors import ModelNotFoundError
 from pixsearch.indexer import Indexer, IndexOptions
 from pixsearch.indexer.texts import index_texts
 from pixsearch.models import ModelOptions, Role, create
+from pixsearch.photos import load_photo
 from pixsearch.settings import Settings
 from pixsearch.storage import Library
 from pixsearch.synth import SynthOptions, items, write_dataset
@@ -197,7 +199,11 @@ def demo_server(demo: Demo, settings: Settings) -> tuple[Settings, Any, Callable
         similarity_weight=similarity_weight(demo.rerank["sim_weight"], encoder),
     )
     reranker = RerankService(
-        create(demo.specs["blip-itm"], Role.RERANKER, model_options), demo.specs["blip-itm"], demo.library, rerank
+        create(demo.specs["blip-itm"], Role.RERANKER, model_options),
+        demo.specs["blip-itm"],
+        demo.library,
+        rerank,
+        functools.partial(load_photo, Library.open(demo.library)),  # as the web reads photos: no links
     )
     options = WebOptions(
         captioner=demo.specs["blip-caption"], answerer=demo.specs["blip-vqa"], reranker=demo.specs["blip-itm"]
