@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         write_dataset(data, WORLD)
         record = train_and_export(data, work / "models", out, _log_progress)
         t2i, reranked = record["measured"]["text_to_image"], record["measured"]["text_to_image_reranked"]
-        print(f"{out}: text->image R@1 {t2i['R@1']:.3f} without rerank, {reranked['R@1']:.3f} with")
+        log.info("%s: text->image R@1 %.3f without rerank, %.3f with", out, t2i["R@1"], reranked["R@1"])
         if not args.check:
             return 0
         shipped = read_manifest(args.out)["files"]
@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             name for name in shipped.keys() | record["files"].keys() if shipped.get(name) != record["files"].get(name)
         )
         for name in differ:
-            print(f"differs: {name}")
-        print("identical to the shipped files" if not differ else f"{len(differ)} files differ from {args.out}")
+            log.warning("differs: %s", name)
+        log.info("identical to the shipped files" if not differ else f"{len(differ)} files differ from {args.out}")
         return 1 if differ else 0
 
 

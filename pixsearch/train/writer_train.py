@@ -143,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.evidence is not None:
             save_evidence(evidence, args.evidence)
     report = train_writer(evidence, args.out, options) | {"evidence_seconds": time.perf_counter() - started}
-    print(json.dumps(report, indent=2))
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log.info("%s\n(also in %s)", json.dumps(report, indent=2), args.out / "report.json")
     return 0
 
 
