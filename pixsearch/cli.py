@@ -91,6 +91,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     index.add_argument("--max-pixels", type=int, help="refuse images larger than this (decompression bombs)")
     index.add_argument("--tag", action="store_true", help="then zero-shot tag new photos (tag --new-only)")
     index.add_argument(
+        "--index-type",
+        metavar="TYPE",
+        help="auto (exact below 100k vectors, IVF-PQ above), flat or ivfpq, with optional parameters: "
+        "ivfpq:nlist=1024,m=64,nprobe=32,rerank=400 (env PIXSEARCH_INDEX_TYPE; kept by the library)",
+    )
+    index.add_argument(
         "--query-model",
         metavar="SPEC",
         help="answer word queries with this text model (e.g. st-text: multilingual CLIP); 'none' clears it",
@@ -208,6 +214,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         fusion=getattr(args, "fusion", None),
         sim_weight=getattr(args, "sim_weight", None),
         rerank_disk_cache=getattr(args, "rerank_disk_cache", None),
+        index_type=getattr(args, "index_type", None),
     )
 
 

@@ -20,7 +20,7 @@ from pixsearch.search.results import FILTER, SIMILARITY, ImageHit
 from pixsearch.search.service import SearchService, check_k
 from pixsearch.storage import keywords
 from pixsearch.storage.library import IMAGES
-from pixsearch.storage.schema import Embedding, ImageRow
+from pixsearch.storage.schema import ImageRow
 
 STOPWORDS = frozenset("a an and are as at be by for from in is it of on or the to with".split())
 
@@ -207,7 +207,7 @@ def _relevant(service, parsed, vector, candidates, options, background) -> list[
     if unrelated.sum() < 3:  # the query names nearly every prompt: judge it against them all
         unrelated[:] = True
     prompts = service.text_vectors(background.prompts)[unrelated]
-    ids, vectors = _stored_vectors(service, [i for i, _ in candidates])
+    ids, vectors = service.vectors_of([i for i, _ in candidates])
     z_of = dict(zip(ids, z_scores(vector.astype(np.float32), vectors, prompts).tolist(), strict=True))
     return [
         (i, s, z_of[i])
@@ -218,22 +218,8 @@ def _relevant(service, parsed, vector, candidates, options, background) -> list[
     ]
 
 
-def _stored_vectors(service: SearchService, image_ids=None, limit: int | None = None) -> tuple[list[int], np.ndarray]:
-    query = select(Embedding.image_id, Embedding.vector).where(Embedding.model_key == service.model.key)
-    if image_ids is not None:
-        query = query.where(Embedding.image_id.in_(list(image_ids)))
-    if limit is not None:
-        query = query.order_by(Embedding.id).limit(limit)
-    with service.library.session() as session:
-        rows = session.execute(query).all()
-    if not rows:
-        return [], np.zeros((0, service.model.dim), dtype=np.float32)
-    vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(len(rows), -1)
-    return [image_id for image_id, _ in rows], vectors
-
-
 def _exact(service, vector, ids) -> list[tuple[int, float]]:
-    image_ids, vectors = _stored_vectors(service, ids)
+    image_ids, vectors = service.vectors_of(sorted(ids))
     scores = vectors @ vector
     return [(image_ids[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
@@ -258,7 +244,7 @@ def _hits(service, order, vector, keyword_scores, fused, relevance) -> list[Imag
         rows = {r.id: r for r in session.execute(select(ImageRow).where(ImageRow.id.in_(order))).scalars()}
     similarity: dict[int, float] = {}
     if vector is not None:
-        ids, vectors = _stored_vectors(service, order)
+        ids, vectors = service.vectors_of(order)
         similarity = dict(zip(ids, (vectors @ vector).tolist(), strict=True))
     return [
         ImageHit(
@@ -283,7 +269,7 @@ def _hits(service, order, vector, keyword_scores, fused, relevance) -> list[Imag
 def _collapse(service, hits: list[ImageHit], threshold: float) -> list[ImageHit]:
     """Each hit followed by near-identical ones (within `threshold` of it) keeps them as its
     `near_identical` members, in result order; the members leave the list."""
-    ids, vectors = _stored_vectors(service, [h.image_id for h in hits])
+    ids, vectors = service.vectors_of([h.image_id for h in hits])
     by_id = dict(zip(ids, vectors, strict=True))
     present = [h for h in hits if h.image_id in by_id]
     owners = group_near_duplicates(np.stack([by_id[h.image_id] for h in present]), threshold) if present else []

@@ -6,8 +6,7 @@ search: "image" or "text"), `num_images`, `num_result_ids` and `deduplicate`; th
 `[{id, similarity, caption, url}]`. Fields pixsearch has no use for (indice_name, use_mclip,
 safety and aesthetic options) are accepted and ignored.
 
-Two reads here belong in `SearchService` and should move there (see the report): a vector->text
-search, and the stored vectors of hits for near-duplicate removal.
+One read here belongs in `SearchService` and should move there: the vector->text search.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from pixsearch.errors import BadImageError, ConfigError, EmptyIndexError
 from pixsearch.search import ImageHit, TextHit
 from pixsearch.search.service import check_k
 from pixsearch.storage import TEXTS
-from pixsearch.storage.schema import Embedding as EmbeddingRow
 from pixsearch.storage.schema import TextEmbedding, TextRow
 from pixsearch.web.context import WebContext
 from pixsearch.web.limits import PayloadTooLarge
@@ -124,14 +122,8 @@ def _without_near_duplicates(context: WebContext, hits: list[ImageHit]) -> list[
     """Drop every hit whose stored vector is within DUPLICATE_SIMILARITY of a better-ranked kept hit."""
     if len(hits) < 2:
         return hits
-    key = context.search.model.key
-    with context.library.session() as session:
-        rows = session.execute(
-            select(EmbeddingRow.image_id, EmbeddingRow.vector).where(
-                EmbeddingRow.model_key == key, EmbeddingRow.image_id.in_([hit.image_id for hit in hits])
-            )
-        )
-        vectors = {image_id: np.frombuffer(blob, dtype=np.float32) for image_id, blob in rows}
+    ids, stored = context.search.vectors_of([hit.image_id for hit in hits])  # caller holds the search lock
+    vectors = dict(zip(ids, stored, strict=True))
     kept: list[ImageHit] = []
     kept_vectors: list[np.ndarray] = []
     for hit in hits:
