@@ -3,8 +3,9 @@
 A vector file holds, behind a small header (magic, count, dimension, the id digest, a random token
 that the index file names): the vector ids sorted ascending (int64 [n]), the owner of each (the image
 or text row, int64 [n]), the rows in owner order (int64 [n]) and the vectors themselves
-(float32 [n, d]). Readers map it with `np.memmap`, so a search touches only the pages of the vectors
-it reads: a million 512-d vectors (2 GB) cost a reader a few MB of memory, not 2 GB.
+(float32 [n, d]). Readers map it into memory (mmap), so a search touches only the pages of the vectors
+it reads: a million 512-d vectors (2 GB) cost a reader what it touches, not 2 GB. The pages are the
+kernel's page cache, shared by every process reading the library and dropped under memory pressure.
 
 `VectorStore` adds the changes of a writer (added and removed vectors) on top of such a base, in
 memory, until the writer saves: `write` then streams base and changes into a new file.
@@ -12,6 +13,7 @@ memory, until the writer saves: `write` then streams base and changes into a new
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -110,9 +112,11 @@ class VectorStore:
         vectors: npt.NDArray[np.float32] | None = None,
         by_owner: npt.NDArray[np.int64] | None = None,
         token: str | None = None,
+        path: Path | None = None,
     ) -> None:
         self.dim = dim
         self.token = token  # names the vector file the base was read from (None: base only in memory)
+        self.path = path  # that file, mapped
         self._ids = np.empty(0, dtype=np.int64) if ids is None else ids
         self._owners = np.empty(0, dtype=np.int64) if owners is None else owners
         self._vectors = np.empty((0, dim), dtype=np.float32) if vectors is None else vectors
@@ -121,6 +125,8 @@ class VectorStore:
         self._removed = 0
         self._added = _Growing(dim)
         self._added_row: dict[int, int] = {}
+        self._mapping: mmap.mmap | None = None  # the vector file, when the base is read from one
+        self._vectors_at = 0
 
     @classmethod
     def from_arrays(cls, ids, owners, vectors) -> VectorStore:
@@ -296,6 +302,7 @@ class VectorStore:
             with open(path, "rb") as handle:
                 head = handle.read(_HEADER.size)
                 size = os.fstat(handle.fileno()).st_size
+                mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         except OSError as error:
             raise LibraryError(f"vector file {path} cannot be read: {error.strerror}") from None
         if len(head) < _HEADER.size or head[:8] != _MAGIC:
@@ -307,18 +314,22 @@ class VectorStore:
         if size != expected:
             raise LibraryError(f"vector file {path} is {size} bytes, expected {expected} (truncated?)")
         if count == 0:
-            return cls(dim, token=token)
-
-        def mapped(offset: int, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
-            return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-
-        ids = mapped(at_ids, np.int64, (count,))
+            return cls(dim, token=token, path=path)
+        ids = np.frombuffer(mapping, np.int64, count, at_ids)
         if IdDigest.of(ids) != digest:
             raise LibraryError(f"vector file {path} does not hold the ids its header names")
-        owners, by_owner = mapped(at_owners, np.int64, (count,)), mapped(at_order, np.int64, (count,))
-        return cls(
-            dim, ids, owners, by_owner=by_owner, vectors=mapped(at_vectors, np.float32, (count, dim)), token=token
-        )
+        owners = np.frombuffer(mapping, np.int64, count, at_owners)
+        by_owner = np.frombuffer(mapping, np.int64, count, at_order)
+        vectors = np.frombuffer(mapping, np.float32, count * dim, at_vectors).reshape(count, dim)
+        store = cls(dim, ids, owners, vectors, by_owner, token, path)
+        store._mapping, store._vectors_at = mapping, at_vectors
+        return store
+
+    def read_sparsely(self) -> None:
+        """Tell the kernel the mapped vectors will be read a few at a time (an IVF-PQ re-rank): a page
+        fault then reads that page from disk, not the 128 KB of read-ahead a scan would want."""
+        if self._mapping is not None:
+            self._mapping.madvise(mmap.MADV_RANDOM, self._vectors_at, len(self._mapping) - self._vectors_at)
 
 
 def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -57,6 +57,8 @@ class VectorIndex:
         self.generation = generation
         self._store = store if store is not None else VectorStore(dim)
         self._ann = ann
+        if ann is not None:
+            self._store.read_sparsely()
 
     def __len__(self) -> int:
         return len(self._store)
@@ -68,6 +70,11 @@ class VectorIndex:
     @property
     def params(self) -> IvfPqParams | None:
         return None if self._ann is None else self._ann.params
+
+    @property
+    def mapped_file(self) -> Path | None:
+        """The vector file the vectors are read from (memory-mapped); None while they are only in memory."""
+        return self._store.path
 
     def describe(self) -> str:
         """The type and its parameters, in words (for `pixsearch status`)."""
@@ -113,6 +120,7 @@ class VectorIndex:
         for ids, _, vectors in self._store.chunks():
             ann.add(ids, vectors)
         self._ann = ann
+        self._store.read_sparsely()
         return True
 
     # -- reads ----------------------------------------------------------------------------
@@ -168,6 +176,8 @@ class VectorIndex:
             vectors = _vector_path(path, token.hex())
             write_vector_file(vectors, self.dim, len(self), self._store.chunks(), token)
             self._store = VectorStore.open(vectors, digest, self.dim, token.hex())  # from now on, mapped
+            if self._ann is not None:
+                self._store.read_sparsely()
         record = {
             "type": self.kind,
             "dim": self.dim,
