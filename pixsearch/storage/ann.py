@@ -152,35 +152,49 @@ def default_m(dim: int) -> int:
     return max(m for m in range(1, 65) if dim % m == 0 and dim // m >= 2)
 
 
-def _gpu_resources():
-    """FAISS GPU resources when a CUDA device and the GPU build of faiss are both there, else None."""
-    if faiss.get_num_gpus() > 0 and hasattr(faiss, "StandardGpuResources"):
-        return faiss.StandardGpuResources()
-    return None
+class Gpu:
+    """The first CUDA device, through the GPU build of FAISS (the `gpu` extra), when both are there."""
+
+    MAX_K = 2048  # FAISS on the GPU answers at most this many neighbours, and probes at most this many cells
+
+    def __init__(self, resources) -> None:
+        self.resources = resources
+
+    @classmethod
+    def find(cls) -> Gpu | None:
+        if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+            return cls(faiss.StandardGpuResources())
+        return None
+
+    def clone(self, index: faiss.Index) -> faiss.Index:
+        options = faiss.GpuClonerOptions()
+        options.useFloat16 = True  # m=64 lookup tables (64 KB in float32) do not fit a block's shared memory
+        return faiss.index_cpu_to_gpu(self.resources, 0, index, options)
 
 
 class IvfPq:
-    """An IVF-PQ index over vector ids; `candidates` gives the ids to re-score exactly."""
+    """An IVF-PQ index over vector ids; `candidates` gives the ids to re-score exactly. Trained and
+    searched on the GPU when there is one (`Gpu`); kept and saved on the CPU."""
 
-    def __init__(self, params: IvfPqParams, index: faiss.IndexIVFPQ) -> None:
+    def __init__(self, params: IvfPqParams, index: faiss.IndexIVFPQ, gpu: Gpu | None = None) -> None:
         self.params = params
         self.index = index
-        self._gpu_copy = None  # a GPU clone for searching, dropped whenever the index changes
+        self._gpu = gpu
+        self._gpu_copy = None  # a clone on the GPU for searching, dropped whenever the index changes
 
     @classmethod
-    def train(cls, params: IvfPqParams, sample: npt.NDArray[np.float32]) -> IvfPq:
+    def train(cls, params: IvfPqParams, sample: npt.NDArray[np.float32], gpu: Gpu | None = None) -> IvfPq:
         """An empty index trained on `sample` (k-means for the cells, then the product quantizer)."""
         dim = sample.shape[1]
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFPQ(quantizer, dim, params.nlist, params.m, params.nbits, faiss.METRIC_INNER_PRODUCT)
         index.cp.niter = _KMEANS_ITERATIONS  # the exact re-rank makes up for rougher cells and codes
         index.pq.cp.niter = _KMEANS_ITERATIONS
-        resources = _gpu_resources()
-        if resources is not None:
+        if gpu is not None:
             try:
-                gpu = faiss.index_cpu_to_gpu(resources, 0, index)
-                gpu.train(sample)
-                return cls(params, faiss.index_gpu_to_cpu(gpu))
+                trained = gpu.clone(index)
+                trained.train(sample)
+                return cls(params, faiss.index_gpu_to_cpu(trained), gpu)
             except RuntimeError as error:  # a layout the GPU build does not support: train on the CPU
                 log.warning("training the IVF-PQ index on the GPU failed (%s); training on the CPU", error)
         # the cells first, on every core (large matrix products); then the product quantizer, whose
@@ -193,7 +207,7 @@ class IvfPq:
             index.train(sample)  # the quantizer is trained already: this trains the codes on the residuals
         finally:
             faiss.omp_set_num_threads(threads)
-        return cls(params, index)
+        return cls(params, index, gpu)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -224,32 +238,33 @@ class IvfPq:
         # probe enough cells to hold `depth` candidates several times over, when more are asked for
         wanted = math.ceil(4 * depth * self.params.nlist / total)
         nprobe = int(min(self.params.nlist, max(self.params.nprobe, wanted)))
-        index = self._searcher()
-        if index is self.index:
-            _, ids = index.search(queries, depth, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        searcher = self._searcher() if max(depth, nprobe) <= Gpu.MAX_K else None
+        if searcher is None:
+            _, ids = self.index.search(queries, depth, params=faiss.SearchParametersIVF(nprobe=nprobe))
         else:  # a GPU index takes nprobe as a setting
-            index.nprobe = nprobe
-            _, ids = index.search(queries, depth)
+            searcher.nprobe = nprobe
+            _, ids = searcher.search(queries, depth)
         return ids.astype(np.int64)
 
-    def _searcher(self):
-        resources = _gpu_resources() if self._gpu_copy is None else None
-        if resources is not None:
+    def _searcher(self) -> faiss.Index | None:
+        """The index's clone on the GPU (made after each change), None without one."""
+        if self._gpu is not None and self._gpu_copy is None:
             try:
-                self._gpu_copy = faiss.index_cpu_to_gpu(resources, 0, self.index)
+                self._gpu_copy = self._gpu.clone(self.index)
             except RuntimeError as error:
                 log.warning("the IVF-PQ index does not fit the GPU (%s); searching on the CPU", error)
-        return self._gpu_copy if self._gpu_copy is not None else self.index
+                self._gpu = None
+        return self._gpu_copy
 
     def write(self, handle: BinaryIO) -> None:
         faiss.write_index(self.index, faiss.PyCallbackIOWriter(handle.write))
 
     @classmethod
-    def read(cls, handle: BinaryIO, params: IvfPqParams) -> IvfPq:
+    def read(cls, handle: BinaryIO, params: IvfPqParams, gpu: Gpu | None = None) -> IvfPq:
         index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
         if not isinstance(index, faiss.IndexIVFPQ):
             index = faiss.downcast_index(index)
-        return cls(replace(params), index)
+        return cls(replace(params), index, gpu)
 
     def resident_bytes(self) -> int:
         """Memory the index holds: codes and ids of every vector, cell centroids, PQ tables."""

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from pixsearch.atomic import write_atomic
 from pixsearch.errors import LibraryError
-from pixsearch.storage.ann import FLAT, IVFPQ, IndexChoice, IvfPq, IvfPqParams
+from pixsearch.storage.ann import FLAT, IVFPQ, Gpu, IndexChoice, IvfPq, IvfPqParams
 from pixsearch.storage.vector_file import (
     DIGEST_A,
     DIGEST_P,
@@ -116,7 +116,8 @@ class VectorIndex:
             return True
         params = choice.search_params(choice.ivfpq_params(count, self.dim))
         log.info("building an IVF-PQ index over %d vectors (%s)", count, params)
-        ann = IvfPq.train(params, self._store.sample(max(_TRAIN_PER_CELL * params.nlist, 64 * 2**params.nbits)))
+        sample = self._store.sample(max(_TRAIN_PER_CELL * params.nlist, 64 * 2**params.nbits))
+        ann = IvfPq.train(params, sample, Gpu.find())
         for ids, _, vectors in self._store.chunks():
             ann.add(ids, vectors)
         self._ann = ann
@@ -211,7 +212,7 @@ class VectorIndex:
             try:
                 dim, kind = int(record["dim"]), record["type"]
                 store = VectorStore.open(path.parent / record["vectors"], digest, dim, record["token"])
-                ann = IvfPq.read(handle, IvfPqParams(**record["params"])) if kind == IVFPQ else None
+                ann = IvfPq.read(handle, IvfPqParams(**record["params"]), Gpu.find()) if kind == IVFPQ else None
             except (KeyError, TypeError, ValueError) as error:
                 raise LibraryError(f"index file {path} has a malformed record ({error})") from None
         if ann is not None and IdDigest.of(ann.ids()) != digest:
