@@ -93,7 +93,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     index.add_argument(
         "--index-type",
         metavar="TYPE",
-        help="auto (exact below 100k vectors, IVF-PQ above), flat or ivfpq, with optional parameters: "
+        help="auto (exact below 50k vectors, IVF-PQ above), flat or ivfpq, with optional parameters: "
         "ivfpq:nlist=1024,m=64,nprobe=32,rerank=400 (env PIXSEARCH_INDEX_TYPE; kept by the library)",
     )
     index.add_argument(

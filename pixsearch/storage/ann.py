@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 FLAT, IVFPQ, AUTO = "flat", "ivfpq", "auto"
 KINDS = (AUTO, FLAT, IVFPQ)
-FLAT_UP_TO = 100_000  # measured with bench/ann.py --threshold-scan (see the README)
+# exact search costs about half a text query's encoding at 50k vectors (bench/ann.py --threshold-scan:
+# 0.18x at 10k, 0.32x at 30k, 0.91x at 100k, 3x at 300k); past that the index would dominate a query
+FLAT_UP_TO = 50_000
 MIN_TRAIN = 256  # fewer vectors than this are searched exactly whatever the choice: too few to train cells on
 GROWTH_RETRAIN = 4  # an IVF index trained at n vectors is retrained once the library holds 4n
 _TRAIN_PER_CELL = 40  # k-means wants ~40 training points per cell (faiss warns under 39)
@@ -121,7 +123,8 @@ class IndexChoice:
             raise ConfigError(f"index parameter m={m} must divide the vectors' dimension {dim}")
         # 2**nbits centroids per sub-quantizer need ~40 training points each
         nbits = int(min(8, max(4, math.floor(math.log2(max(count, 16) / _TRAIN_PER_CELL)))))
-        nprobe = self.nprobe or min(nlist, max(16, nlist // 32))
+        # 1/16 of the cells: text-like queries need that for recall@10 >= 0.97 (bench/ann.py); photo-like need less
+        nprobe = self.nprobe or min(nlist, max(16, nlist // 16))
         return IvfPqParams(nlist, m, nbits, nprobe, self.rerank or 400, count)
 
     def needs_rebuild(self, current: str, params: IvfPqParams | None, count: int) -> bool:
@@ -211,6 +214,11 @@ class IvfPq:
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether searches run on the GPU."""
+        return self._gpu is not None
 
     def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
         if len(ids):

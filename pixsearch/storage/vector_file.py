@@ -2,13 +2,13 @@
 
 A vector file holds, behind a small header (magic, count, dimension, the id digest, a random token
 that the index file names): the vector ids sorted ascending (int64 [n]), the owner of each (the image
-or text row, int64 [n]), the rows in owner order (int64 [n]) and the vectors themselves
-(float32 [n, d]). Readers map it into memory (mmap), so a search touches only the pages of the vectors
+or text row, int64 [n]), the owners sorted and the row of each (int64 [n] twice: an owner's vector
+is found by binary search) and the vectors themselves (float32 [n, d]). Readers map it into memory (mmap), so a search touches only the pages of the vectors
 it reads: a million 512-d vectors (2 GB) cost a reader what it touches, not 2 GB. The pages are the
 kernel's page cache, shared by every process reading the library and dropped under memory pressure.
 
 `VectorStore` adds the changes of a writer (added and removed vectors) on top of such a base, in
-memory, until the writer saves: `write` then streams base and changes into a new file.
+memory, until the writer saves: `write_vector_file` then streams base and changes into a new file.
 """
 
 from __future__ import annotations
@@ -66,13 +66,14 @@ def _aligned(offset: int) -> int:
     return -(-offset // _ALIGN) * _ALIGN
 
 
-def _layout(count: int, dim: int) -> tuple[int, int, int, int, int]:
-    """Offsets of ids, owners, owner order, vectors, and the file's size."""
+def _layout(count: int, dim: int) -> tuple[int, int, int, int, int, int]:
+    """Offsets of the ids, the owners, the owners sorted and the rows in that order, the vectors; the file's size."""
     ids = _aligned(_HEADER.size)
     owners = ids + 8 * count
-    by_owner = owners + 8 * count
-    vectors = _aligned(by_owner + 8 * count)
-    return ids, owners, by_owner, vectors, vectors + 4 * dim * count
+    owner_keys = owners + 8 * count
+    owner_rows = owner_keys + 8 * count
+    vectors = _aligned(owner_rows + 8 * count)
+    return ids, owners, owner_keys, owner_rows, vectors, vectors + 4 * dim * count
 
 
 class _Growing:
@@ -110,7 +111,7 @@ class VectorStore:
         ids: npt.NDArray[np.int64] | None = None,
         owners: npt.NDArray[np.int64] | None = None,
         vectors: npt.NDArray[np.float32] | None = None,
-        by_owner: npt.NDArray[np.int64] | None = None,
+        owner_index: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None,
         token: str | None = None,
         path: Path | None = None,
     ) -> None:
@@ -120,7 +121,10 @@ class VectorStore:
         self._ids = np.empty(0, dtype=np.int64) if ids is None else ids
         self._owners = np.empty(0, dtype=np.int64) if owners is None else owners
         self._vectors = np.empty((0, dim), dtype=np.float32) if vectors is None else vectors
-        self._by_owner = np.argsort(self._owners, kind="stable") if by_owner is None else by_owner
+        if owner_index is None:  # owners sorted, and the row of each: finding an owner's vector is a binary search
+            rows = np.argsort(self._owners, kind="stable")
+            owner_index = self._owners[rows], rows
+        self._owner_keys, self._owner_rows = owner_index
         self._alive: np.ndarray | None = None  # base rows removed since it was read (None: none)
         self._removed = 0
         self._added = _Growing(dim)
@@ -229,10 +233,9 @@ class VectorStore:
         owners = np.asarray(owners, dtype=np.int64).ravel()
         result = np.full(len(owners), -1, dtype=np.int64)
         if len(self._ids):
-            sorted_owners = self._owners[self._by_owner]
-            at = np.minimum(np.searchsorted(sorted_owners, owners), len(self._ids) - 1)
-            rows = self._by_owner[at]
-            ok = self._owners[rows] == owners
+            at = np.minimum(np.searchsorted(self._owner_keys, owners), len(self._ids) - 1)
+            rows = self._owner_rows[at]
+            ok = self._owner_keys[at] == owners
             if self._alive is not None:
                 ok &= self._alive[rows]
             result[ok] = self._ids[rows[ok]]
@@ -310,7 +313,7 @@ class VectorStore:
         _, count, file_dim, total, mixed, _, raw_token = _HEADER.unpack(head)
         if raw_token.hex() != token or IdDigest(count, total, mixed) != digest or file_dim != dim:
             raise LibraryError(f"vector file {path} is not the one its index names")
-        at_ids, at_owners, at_order, at_vectors, expected = _layout(count, dim)
+        at_ids, at_owners, at_keys, at_rows, at_vectors, expected = _layout(count, dim)
         if size != expected:
             raise LibraryError(f"vector file {path} is {size} bytes, expected {expected} (truncated?)")
         if count == 0:
@@ -319,9 +322,9 @@ class VectorStore:
         if IdDigest.of(ids) != digest:
             raise LibraryError(f"vector file {path} does not hold the ids its header names")
         owners = np.frombuffer(mapping, np.int64, count, at_owners)
-        by_owner = np.frombuffer(mapping, np.int64, count, at_order)
+        owner_index = np.frombuffer(mapping, np.int64, count, at_keys), np.frombuffer(mapping, np.int64, count, at_rows)
         vectors = np.frombuffer(mapping, np.float32, count * dim, at_vectors).reshape(count, dim)
-        store = cls(dim, ids, owners, vectors, by_owner, token, path)
+        store = cls(dim, ids, owners, vectors, owner_index, token, path)
         store._mapping, store._vectors_at = mapping, at_vectors
         return store
 
@@ -355,7 +358,7 @@ def write_vector_file(
     Raises:
         ValueError: the chunks hold another number of rows than `count`, or ids not ascending.
     """
-    at_ids, at_owners, at_order, at_vectors, end = _layout(count, dim)
+    at_ids, at_owners, at_keys, at_rows, at_vectors, end = _layout(count, dim)
     ids = np.empty(count, dtype=np.int64)
     owners = np.empty(count, dtype=np.int64)
 
@@ -375,7 +378,8 @@ def write_vector_file(
         digest = IdDigest.of(ids)
         handle.seek(0)
         handle.write(_HEADER.pack(_MAGIC, count, dim, digest.total, digest.mixed, 0, token))
-        for offset, array in ((at_ids, ids), (at_owners, owners), (at_order, np.argsort(owners, kind="stable"))):
+        rows = np.argsort(owners, kind="stable")
+        for offset, array in ((at_ids, ids), (at_owners, owners), (at_keys, owners[rows]), (at_rows, rows)):
             handle.seek(offset)
             handle.write(array.astype(np.int64).tobytes())
         handle.truncate(end)

@@ -72,6 +72,11 @@ class VectorIndex:
         return None if self._ann is None else self._ann.params
 
     @property
+    def on_gpu(self) -> bool:
+        """Whether the IVF-PQ part is searched on a GPU (faiss-gpu and a CUDA device; a flat index never is)."""
+        return self._ann is not None and self._ann.on_gpu
+
+    @property
     def mapped_file(self) -> Path | None:
         """The vector file the vectors are read from (memory-mapped); None while they are only in memory."""
         return self._store.path
