@@ -167,17 +167,19 @@ class SearchService:
             hits = [hit for hit in hits if hit.collection == collection]
         return hits[:k]
 
-    def image_ids_of(self, vector_ids: Sequence[int]) -> dict[int, int]:
-        """FAISS ids (embedding rows) -> image ids, from the index (no database read)."""
+    def image_ids_of(self, vector_ids: Sequence[int], index: VectorIndex | None = None) -> dict[int, int]:
+        """FAISS ids (embedding rows) -> image ids, from the image index (`index` when the caller holds
+        it already; no database read)."""
         if not len(vector_ids):
             return {}
-        owners = self.index(IMAGES).owners_of(np.asarray(vector_ids, dtype=np.int64))
+        owners = (index or self.index(IMAGES)).owners_of(np.asarray(vector_ids, dtype=np.int64))
         return {int(v): int(o) for v, o in zip(vector_ids, owners.tolist(), strict=True) if o >= 0}
 
-    def vectors_of(self, image_ids: Sequence[int]) -> tuple[list[int], Embedding]:
-        """The stored vectors of images, read from the index's vector file (memory-mapped), not the
-        database: (the image ids that have one, in the order given; their vectors [n, d])."""
-        index = self.index(IMAGES)
+    def vectors_of(self, image_ids: Sequence[int], index: VectorIndex | None = None) -> tuple[list[int], Embedding]:
+        """The stored vectors of images, read from the image index's vector file (memory-mapped), not
+        the database: (the image ids that have one, in the order given; their vectors [n, d]).
+        `index`: the image index, when the caller holds it already (one query, one index)."""
+        index = index or self.index(IMAGES)
         wanted = np.asarray(list(image_ids), dtype=np.int64)
         vector_ids = index.ids_of_owners(wanted)
         present = vector_ids >= 0
