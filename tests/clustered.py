@@ -27,8 +27,11 @@ def _unit(array: np.ndarray) -> np.ndarray:
     return (array / np.linalg.norm(array, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def clustered(n: int, dim: int = 512, clusters: int | None = None, seed: int = 0, chunk: int = 65536) -> Clustered:
-    """`n` unit vectors in `clusters` anisotropic gaussian clusters (sizes Zipf-like) around a shared direction."""
+def clustered(
+    n: int, dim: int = 512, clusters: int | None = None, seed: int = 0, chunk: int = 65536, vectors: bool = True
+) -> Clustered:
+    """`n` unit vectors in `clusters` anisotropic gaussian clusters (sizes Zipf-like) around a shared direction.
+    `vectors=False`: the clusters only (queries of a set made before, without making its vectors again)."""
     rng = np.random.default_rng(seed)
     clusters = clusters or max(8, n // 300)
     image_mean = _unit(rng.standard_normal(dim))
@@ -41,18 +44,18 @@ def clustered(n: int, dim: int = 512, clusters: int | None = None, seed: int = 0
     labels = rng.choice(clusters, size=n, p=sizes / sizes.sum())
     spreads = rng.uniform(0.45, 0.8, size=clusters).astype(np.float32)  # some clusters tight, some loose
     axes = np.stack([rng.permutation(spectrum) for _ in range(min(clusters, 64))])  # each cluster its own long axes
-    vectors = np.empty((n, dim), dtype=np.float32)
-    for start in range(0, n, chunk):
+    points = np.empty((n if vectors else 0, dim), dtype=np.float32)
+    for start in range(0, len(points), chunk):
         part = labels[start : start + chunk]
         noise = rng.standard_normal((len(part), dim), dtype=np.float32) * axes[part % len(axes)]
-        vectors[start : start + chunk] = _unit(centres[part] + noise * (spreads[part, None] / np.sqrt(dim)))
-    return Clustered(vectors, centres, labels.astype(np.int64), image_mean, text_offset)
+        points[start : start + chunk] = _unit(centres[part] + noise * (spreads[part, None] / np.sqrt(dim)))
+    return Clustered(points, centres, labels.astype(np.int64), image_mean, text_offset)
 
 
 def text_queries(data: Clustered, count: int, seed: int = 1) -> npt.NDArray[np.float32]:
     """`count` text-like queries: each aims at one cluster, from the texts' side of the modality gap."""
     rng = np.random.default_rng(seed)
-    dim = data.vectors.shape[1]
+    dim = data.centres.shape[1]
     sizes = np.bincount(data.labels, minlength=len(data.centres)).astype(np.float64)
     aims = rng.choice(len(data.centres), size=count, p=sizes / sizes.sum())
     # the part of a cluster's direction that tells it from the others (texts do not share the images' mean)

@@ -1,16 +1,22 @@
 """Which index a library gets, and the approximate (IVF-PQ) one.
 
 Below `FLAT_UP_TO` vectors the index is exact: the vectors themselves, searched by brute force.
-Above it, an IVF-PQ index: the vectors are split into `nlist` cells by k-means, and each is held
-as an `m`-byte product-quantisation code; a query scans the codes of its `nprobe` nearest cells and
-its best `rerank` candidates are re-scored exactly against the full vectors (memory-mapped, see
-`pixsearch.storage.vector_file`). The codes are what stays in memory: ~72 bytes a vector at m=64
-instead of 2,048 for 512 float32s. The numbers come from `bench/ann.py` (see the README's "How
-pixsearch scales"); the defaults were tuned with text-like queries, which sit further from the
-photos than photos do from each other (the modality gap), and need more cells probed.
+Above it, an IVF-PQ index: the vectors are split into `nlist` cells by spherical k-means, and each
+is held as a product-quantisation code of `m` 4-bit parts (FAISS's "fast-scan" layout, scanned with
+SIMD shuffles); a query scans the codes of its `nprobe` nearest cells and its best `rerank`
+candidates are re-scored exactly against the full vectors (memory-mapped, see
+`pixsearch.storage.vector_file`). The codes are what stays in memory: 128 bytes a vector at d=512
+(m=256: two dimensions a 4-bit part) instead of 2,048 for 512 float32s.
+
+The defaults were tuned with `bench/ann.py` on a million clustered vectors with text-like queries,
+which sit further from the photos than photos do from each other (the modality gap): for them the
+cells ranked by the query's similarity to their centroid miss true neighbours that photo queries
+find, so an eighth of the cells is probed (photo queries need far fewer), and codes of 8-dimension
+8-bit parts (m=64) ranked the neighbours too roughly to re-rank only a few hundred (recall@10 0.89
+against 0.98 for 2-dimension 4-bit parts at the same speed).
 
 A choice is written `auto`, `flat` or `ivfpq`, optionally with parameters:
-`ivfpq:nlist=1024,m=64,nprobe=32,rerank=400`, `auto:threshold=50000`.
+`ivfpq:nlist=1024,m=128,nprobe=64,rerank=200`, `auto:threshold=50000`.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ KINDS = (AUTO, FLAT, IVFPQ)
 # exact search costs about half a text query's encoding at 50k vectors (bench/ann.py --threshold-scan:
 # 0.18x at 10k, 0.32x at 30k, 0.91x at 100k, 3x at 300k); past that the index would dominate a query
 FLAT_UP_TO = 50_000
-MIN_TRAIN = 256  # fewer vectors than this are searched exactly whatever the choice: too few to train cells on
+MIN_TRAIN = 1000  # fewer vectors than this are searched exactly whatever the choice: too few to train cells on
 GROWTH_RETRAIN = 4  # an IVF index trained at n vectors is retrained once the library holds 4n
 _TRAIN_PER_CELL = 40  # k-means wants ~40 training points per cell (faiss warns under 39)
 _KMEANS_ITERATIONS = 10
@@ -45,8 +51,8 @@ class IvfPqParams:
 
     nlist: int
     m: int
-    nbits: int = 8
-    nprobe: int = 32
+    nbits: int = 4  # fast-scan codes are 4-bit parts
+    nprobe: int = 16
     rerank: int = 400
     trained_on: int = 0
 
@@ -121,11 +127,9 @@ class IndexChoice:
         m = self.m or default_m(dim)
         if dim % m:
             raise ConfigError(f"index parameter m={m} must divide the vectors' dimension {dim}")
-        # 2**nbits centroids per sub-quantizer need ~40 training points each
-        nbits = int(min(8, max(4, math.floor(math.log2(max(count, 16) / _TRAIN_PER_CELL)))))
-        # 1/16 of the cells: text-like queries need that for recall@10 >= 0.97 (bench/ann.py); photo-like need less
-        nprobe = self.nprobe or min(nlist, max(16, nlist // 16))
-        return IvfPqParams(nlist, m, nbits, nprobe, self.rerank or 400, count)
+        # an eighth of the cells: text-like queries need that for recall@10 >= 0.97 (bench/ann.py)
+        nprobe = self.nprobe or min(nlist, max(16, nlist // 8))
+        return IvfPqParams(nlist, m, 4, nprobe, self.rerank or 400, count)
 
     def needs_rebuild(self, current: str, params: IvfPqParams | None, count: int) -> bool:
         """Whether an index of kind `current` (with `params`) should be rebuilt now that it holds `count`."""
@@ -150,15 +154,17 @@ def default_nlist(count: int) -> int:
 
 
 def default_m(dim: int) -> int:
-    """Bytes per code: 64 (8 dimensions a byte at d=512), or the largest divisor of `dim` up to 64
-    that leaves at least 2 dimensions to a sub-quantizer."""
-    return max(m for m in range(1, 65) if dim % m == 0 and dim // m >= 2)
+    """4-bit parts per code: one per two dimensions (128 bytes a vector at d=512)."""
+    return dim // 2 if dim % 2 == 0 else dim
 
 
 class Gpu:
-    """The first CUDA device, through the GPU build of FAISS (the `gpu` extra), when both are there."""
+    """The first CUDA device, through the GPU build of FAISS (the `gpu` extra), when both are there.
 
-    MAX_K = 2048  # FAISS on the GPU answers at most this many neighbours, and probes at most this many cells
+    It runs what costs most in building an IVF-PQ index: k-means for the cells and assigning every
+    vector to its cell. Searching stays on the CPU: FAISS has no GPU version of the fast-scan codes,
+    and a query's scan takes milliseconds there.
+    """
 
     def __init__(self, resources) -> None:
         self.resources = resources
@@ -169,41 +175,39 @@ class Gpu:
             return cls(faiss.StandardGpuResources())
         return None
 
-    def clone(self, index: faiss.Index) -> faiss.Index:
-        options = faiss.GpuClonerOptions()
-        options.useFloat16 = True  # m=64 lookup tables (64 KB in float32) do not fit a block's shared memory
-        return faiss.index_cpu_to_gpu(self.resources, 0, index, options)
+    def flat(self, centroids: faiss.IndexFlatIP) -> faiss.Index:
+        """A copy on the GPU of a flat inner-product index (the cells' centroids)."""
+        return faiss.index_cpu_to_gpu(self.resources, 0, centroids)
 
 
 class IvfPq:
-    """An IVF-PQ index over vector ids; `candidates` gives the ids to re-score exactly. Trained and
-    searched on the GPU when there is one (`Gpu`); kept and saved on the CPU."""
+    """An IVF-PQ index over vector ids; `candidates` gives the ids to re-score exactly."""
 
-    def __init__(self, params: IvfPqParams, index: faiss.IndexIVFPQ, gpu: Gpu | None = None) -> None:
+    def __init__(self, params: IvfPqParams, index: faiss.IndexIVFPQFastScan, gpu: Gpu | None = None) -> None:
         self.params = params
         self.index = index
         self._gpu = gpu
-        self._gpu_copy = None  # a clone on the GPU for searching, dropped whenever the index changes
+        self.stale = 0  # codes of removed vectors still in the lists (see `remove`)
 
     @classmethod
     def train(cls, params: IvfPqParams, sample: npt.NDArray[np.float32], gpu: Gpu | None = None) -> IvfPq:
-        """An empty index trained on `sample` (k-means for the cells, then the product quantizer)."""
+        """An empty index trained on `sample`: spherical k-means for the cells (unit centroids, so a
+        vector's cell is its nearest by angle, not the longest centroid), then the codes."""
         dim = sample.shape[1]
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, params.nlist, params.m, params.nbits, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQFastScan(
+            quantizer, dim, params.nlist, params.m, params.nbits, faiss.METRIC_INNER_PRODUCT
+        )
         index.cp.niter = _KMEANS_ITERATIONS  # the exact re-rank makes up for rougher cells and codes
+        index.cp.spherical = True
         index.pq.cp.niter = _KMEANS_ITERATIONS
-        if gpu is not None:
-            try:
-                trained = gpu.clone(index)
-                trained.train(sample)
-                return cls(params, faiss.index_gpu_to_cpu(trained), gpu)
-            except RuntimeError as error:  # a layout the GPU build does not support: train on the CPU
-                log.warning("training the IVF-PQ index on the GPU failed (%s); training on the CPU", error)
-        # the cells first, on every core (large matrix products); then the product quantizer, whose
-        # m small k-means runs are quicker on one thread: OpenMP's barriers cost more than their work
-        # (4,000 points into 64 centroids: 25 ms on one thread, 550 ms on two busy cores)
-        faiss.Clustering(dim, params.nlist, index.cp).train(sample, quantizer)
+        clustering = faiss.Clustering(dim, params.nlist, index.cp)
+        assign = _on_gpu(gpu, quantizer)
+        clustering.train(sample, assign)  # the cells first, on every core (or the GPU): large products
+        if assign is not quantizer:
+            quantizer.add(faiss.vector_to_array(clustering.centroids).reshape(params.nlist, dim))
+        # then the codes, whose m small k-means runs are quicker on one thread: OpenMP's barriers cost
+        # more than their work (4,000 points into 64 centroids: 25 ms on one thread, 550 ms on two busy cores)
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
         try:
@@ -217,18 +221,36 @@ class IvfPq:
 
     @property
     def on_gpu(self) -> bool:
-        """Whether searches run on the GPU."""
+        """Whether a GPU trains it and assigns the cells of bulk additions."""
         return self._gpu is not None
 
     def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
-        if len(ids):
-            self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
-            self._gpu_copy = None
+        if not len(ids):
+            return
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        cpu = self.index.quantizer
+        assign = _on_gpu(self._gpu, cpu) if len(ids) >= 10_000 else cpu  # a bulk add finds cells on the GPU
+        if assign is cpu:
+            self.index.add_with_ids(vectors, ids)
+            return
+        self.index.quantizer = assign
+        try:
+            self.index.add_with_ids(vectors, ids)
+        finally:
+            self.index.quantizer = cpu
 
-    def remove(self, ids: npt.NDArray[np.int64]) -> None:
-        if len(ids):
-            self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
-            self._gpu_copy = None
+    def forget(self, count: int) -> None:
+        """`count` vectors were removed. Their codes stay until `refill` (FAISS 1.15 misplaces the codes
+        of vectors added to a fast-scan list after a removal from it); the caller re-scores candidates
+        against its own vectors, where a removed id is not found and drops out."""
+        self.stale += count
+
+    def refill(self, chunks) -> None:
+        """Drop every code and encode `chunks` of (ids, vectors) again (the cells and codebooks stay)."""
+        self.index.reset()
+        for ids, vectors in chunks:
+            self.add(ids, vectors)
+        self.stale = 0
 
     def ids(self) -> npt.NDArray[np.int64]:
         lists = self.index.invlists
@@ -246,23 +268,8 @@ class IvfPq:
         # probe enough cells to hold `depth` candidates several times over, when more are asked for
         wanted = math.ceil(4 * depth * self.params.nlist / total)
         nprobe = int(min(self.params.nlist, max(self.params.nprobe, wanted)))
-        searcher = self._searcher() if max(depth, nprobe) <= Gpu.MAX_K else None
-        if searcher is None:
-            _, ids = self.index.search(queries, depth, params=faiss.SearchParametersIVF(nprobe=nprobe))
-        else:  # a GPU index takes nprobe as a setting
-            searcher.nprobe = nprobe
-            _, ids = searcher.search(queries, depth)
+        _, ids = self.index.search(queries, depth, params=faiss.SearchParametersIVF(nprobe=nprobe))
         return ids.astype(np.int64)
-
-    def _searcher(self) -> faiss.Index | None:
-        """The index's clone on the GPU (made after each change), None without one."""
-        if self._gpu is not None and self._gpu_copy is None:
-            try:
-                self._gpu_copy = self._gpu.clone(self.index)
-            except RuntimeError as error:
-                log.warning("the IVF-PQ index does not fit the GPU (%s); searching on the CPU", error)
-                self._gpu = None
-        return self._gpu_copy
 
     def write(self, handle: BinaryIO) -> None:
         faiss.write_index(self.index, faiss.PyCallbackIOWriter(handle.write))
@@ -270,11 +277,22 @@ class IvfPq:
     @classmethod
     def read(cls, handle: BinaryIO, params: IvfPqParams, gpu: Gpu | None = None) -> IvfPq:
         index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
-        if not isinstance(index, faiss.IndexIVFPQ):
+        if not isinstance(index, faiss.IndexIVFPQFastScan):
             index = faiss.downcast_index(index)
         return cls(replace(params), index, gpu)
 
     def resident_bytes(self) -> int:
         """Memory the index holds: codes and ids of every vector, cell centroids, PQ tables."""
-        codes = len(self) * (self.index.code_size + 8)
+        codes = len(self) * (self.params.m * self.params.nbits // 8 + 8)
         return codes + self.params.nlist * self.index.d * 4 + self.index.pq.centroids.size() * 4
+
+
+def _on_gpu(gpu: Gpu | None, centroids: faiss.IndexFlatIP) -> faiss.Index:
+    """The centroids' index on the GPU when there is one (and it takes it), else `centroids` itself."""
+    if gpu is None:
+        return centroids
+    try:
+        return gpu.flat(centroids)
+    except RuntimeError as error:
+        log.warning("the GPU did not take the cells' centroids (%s): on the CPU", error)
+        return centroids

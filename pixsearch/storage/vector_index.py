@@ -73,7 +73,7 @@ class VectorIndex:
 
     @property
     def on_gpu(self) -> bool:
-        """Whether the IVF-PQ part is searched on a GPU (faiss-gpu and a CUDA device; a flat index never is)."""
+        """Whether a GPU builds the IVF-PQ part (faiss-gpu and a CUDA device; a flat index has none)."""
         return self._ann is not None and self._ann.on_gpu
 
     @property
@@ -104,8 +104,13 @@ class VectorIndex:
             return 0
         removed = self._store.remove(ids)
         if self._ann is not None:
-            self._ann.remove(ids)
+            self._ann.forget(removed)
+            if self._ann.stale > len(self):  # more dead codes than live ones: encode the live ones again
+                self._refill()
         return removed
+
+    def _refill(self) -> None:
+        self._ann.refill((ids, vectors) for ids, _, vectors in self._store.chunks())
 
     def fit(self, choice: IndexChoice) -> bool:
         """Make the index the type `choice` asks for at its size: build or retrain the IVF-PQ part from
@@ -143,11 +148,14 @@ class VectorIndex:
         k = max(1, min(k, max(len(self), 1)))
         if self._ann is None:
             return self._store.search(queries, k)
-        candidates = self._ann.candidates(queries, max(self._ann.params.rerank, k))
-        found, vectors = self._store.vectors_of(candidates.ravel())
+        candidates = self._ann.candidates(queries, max(self._ann.params.rerank, k) + self._ann.stale)
+        candidates = np.sort(candidates, axis=1)
+        # an id removed and added again has two codes: score it once
+        candidates[:, 1:][candidates[:, 1:] == candidates[:, :-1]] = -1
+        found, vectors = self._store.vectors_of(candidates.ravel())  # a removed id is not found
         vectors = vectors.reshape(*candidates.shape, self.dim)
         scores = np.einsum("qcd,qd->qc", vectors, queries)
-        ok = found.reshape(candidates.shape)
+        ok = found.reshape(candidates.shape) & (candidates >= 0)
         return top_k(np.where(ok, scores, -np.inf), np.where(ok, candidates, -1), k)
 
     def vectors_of(self, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32]]:
@@ -175,6 +183,8 @@ class VectorIndex:
     def save(self, path: Path) -> None:
         """Write the vector file (when its vectors changed) and then the index file, each atomically;
         vector files of this index that the new index file does not name are removed."""
+        if self._ann is not None and self._ann.stale:
+            self._refill()  # the file holds the codes of exactly the vectors there are
         digest = self.digest()
         vectors = _vector_path(path, self._store.token) if self._store.token else None
         if vectors is None or self._store.changed or not vectors.exists():

@@ -1,5 +1,5 @@
-"""The IVF-PQ index on a CUDA device (faiss-gpu): trained and searched there, changed, saved and read
-back. Skipped without a GPU build of FAISS and a device."""
+"""The IVF-PQ index built with a CUDA device (faiss-gpu): cells trained and bulk additions assigned
+there, then searched, changed, saved and read back. Skipped without a GPU build of FAISS and a device."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clustered import clustered, text_queries
+from clustered import clustered, image_queries, text_queries
 
 from pixsearch.storage.ann import Gpu, IndexChoice
 from pixsearch.storage.vector_index import VectorIndex
@@ -26,11 +26,11 @@ def test_ivfpq_on_the_gpu_matches_exact_search(tmp_path: Path) -> None:
     queries = text_queries(data, 50)
     _, truth = index.search(queries, 10)
     index.fit(IndexChoice.parse("ivfpq"))
-    _, found = index.search(queries, 10)
     assert index.on_gpu
+    _, found = index.search(queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), truth.tolist(), strict=True)])
     assert recall >= 0.95
-    fresh = clustered(10, 512, seed=7).vectors
+    fresh = image_queries(data, 10, seed=7)
     index.add(np.arange(10**6, 10**6 + 10), fresh, np.arange(10))  # the GPU copy follows the change
     assert index.search(fresh, 1)[1][:, 0].tolist() == list(range(10**6, 10**6 + 10))
     index.save(tmp_path / "images-gpu.faiss")

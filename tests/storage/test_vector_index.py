@@ -49,13 +49,14 @@ def test_the_type_follows_the_size_unless_asked_for() -> None:
     assert auto.kind_for(auto.threshold // 2 - 1, current=IVFPQ) == FLAT
     assert IndexChoice.parse("flat").kind_for(10**9) == FLAT
     assert IndexChoice.parse("ivfpq").kind_for(5000) == IVFPQ
-    assert IndexChoice.parse("ivfpq").kind_for(100) == FLAT  # too few vectors to train on
-    assert IndexChoice.parse("auto:threshold=500").kind_for(600) == IVFPQ
+    assert IndexChoice.parse("ivfpq").kind_for(999) == FLAT  # too few vectors to train on
+    assert IndexChoice.parse("auto:threshold=5000").kind_for(6000) == IVFPQ
     choice = IndexChoice.parse("IVFPQ:nlist=256, nprobe=24")
     assert (choice.kind, choice.nlist, choice.nprobe, str(choice)) == (IVFPQ, 256, 24, "ivfpq:nlist=256,nprobe=24")
     params = choice.ivfpq_params(1_000_000, 512)
-    assert (params.nlist, params.m, params.nbits, params.nprobe) == (256, 64, 8, 24)
-    assert (default_nlist(1_000_000), default_m(512), default_m(16)) == (1024, 64, 8)
+    assert (params.nlist, params.m, params.nbits, params.nprobe) == (256, 256, 4, 24)
+    assert (default_nlist(1_000_000), default_m(512), default_m(16)) == (1024, 256, 8)
+    assert IndexChoice.parse("ivfpq").ivfpq_params(1_000_000, 512).nprobe == 128  # an eighth of the cells
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,7 @@ def test_ivfpq_adds_and_removes_without_retraining(data, ann_index: VectorIndex)
     params = ann_index.params
     gone = ann_index.ids()[:500]
     assert ann_index.remove(gone) == 500
-    fresh = clustered(200, DIM, seed=9).vectors
+    fresh = image_queries(data, 200, seed=9)  # new photos of things the library has
     new_ids = np.arange(10**6, 10**6 + 200)
     ann_index.add(new_ids, fresh, new_ids + 1)
     assert len(ann_index) == 3700 and not ann_index.fit(IndexChoice.parse("ivfpq")) and ann_index.params == params
@@ -98,6 +99,11 @@ def test_ivfpq_adds_and_removes_without_retraining(data, ann_index: VectorIndex)
     assert ann_index.owners_of(np.array([new_ids[0], gone[0]])).tolist() == [new_ids[0] + 1, -1]
     with pytest.raises(ValueError, match="added twice"):
         ann_index.add(new_ids[:1], fresh[:1], new_ids[:1] + 1)
+    ann_index.remove(new_ids[:1])
+    ann_index.add(new_ids[:1], fresh[1:2], new_ids[:1] + 1)  # an id back with another vector: found once, as it is now
+    scores, found = ann_index.search(fresh[1:2], 3)
+    assert sorted(found[0, :2].tolist()) == new_ids[:2].tolist() and found[0, 2] not in new_ids[:2]
+    assert np.allclose(scores[0, :2], 1.0, atol=1e-5)
     ann_index.remove(new_ids)
     ann_index.add(gone, data.vectors[:500], gone + 1)  # back as they were, for the other tests
 
