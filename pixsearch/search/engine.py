@@ -278,7 +278,7 @@ def _collapse(service, index, hits: list[ImageHit], threshold: float) -> list[Im
         if owner != i:
             members.setdefault(owner, []).append(present[i])
     return [
-        dataclasses.replace(h, near_identical=tuple(members.get(i, ())))
+        dataclasses.replace(h, near_identical=tuple(members[i])) if i in members else h
         for i, h in enumerate(present)
         if owners[i] == i
     ]

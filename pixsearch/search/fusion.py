@@ -31,15 +31,13 @@ def fused_scores(rankings: Sequence[Sequence[int]], weights: Sequence[float], k:
 def group_near_duplicates(vectors: npt.NDArray[np.float32], threshold: float) -> list[int]:
     """For vectors in ranked order, the index of the earlier kept vector each one duplicates
     (cosine >= threshold), or its own index when it is kept."""
-    count = len(vectors)
     similarity = vectors @ vectors.T  # a page of results is hundreds of vectors: one product, then a walk
     alike = np.tril(similarity >= threshold, k=-1)  # alike[i, j]: j is earlier than i and within the threshold
-    kept = np.zeros(count, dtype=bool)
-    owner = list(range(count))
-    for i in range(count):
+    kept = np.ones(len(vectors), dtype=bool)
+    owner = list(range(len(vectors)))
+    for i in np.flatnonzero(alike.any(axis=1)).tolist():  # only these can be someone's duplicate
         earlier = np.flatnonzero(alike[i] & kept)
         if len(earlier):
             owner[i] = int(earlier[np.argmax(similarity[i, earlier])])
-        else:
-            kept[i] = True
+            kept[i] = False
     return owner
