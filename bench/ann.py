@@ -10,7 +10,7 @@ p50/p99, with ratios against exact search measured in the same run; then an npro
 sweep, and `hybrid_search` (relevance cut-off, keywords, grouping, SQL rows) against text
 encoding + ANN search alone, with a CLIP ViT-B/32 text tower (random weights).
 
-    python bench/ann.py                    # 1,000,000 vectors (~2.5 GB of SQLite in a temp folder)
+    python bench/ann.py                    # 1,000,000 vectors (~4.6 GB of SQLite and 2.1 GB of vectors in a temp folder)
     python bench/ann.py --n 100000         # or --quick (20,000)
     python bench/ann.py --threshold-scan   # exact against IVF-PQ latency at several sizes, no library
 """
@@ -88,6 +88,20 @@ def _rss() -> dict[str, int]:
         if name in {"RssAnon", "RssFile"}:
             fields[name] = int(value.split()[0]) * 1024
     return fields
+
+
+def cli_memory(library_root: Path) -> str:
+    """Resident memory at the end of a `pixsearch search` run on the library (the whole CLI: torch, the
+    text tower, the index), in MB."""
+    code = (
+        "import io, sys, contextlib; from pixsearch.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main(['search', 'a dog on the beach', '--library', {str(library_root)!r}, '--json', '--no-rerank'])\n"
+        "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "print(' '.join(f\"{k} {int(status[k].split()[0]) // 1024} MB\" for k in ('VmHWM', 'RssAnon', 'RssFile')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
 
 
 def child_memory(library_root: Path, queries_path: Path) -> None:
@@ -207,6 +221,7 @@ def _run(args: argparse.Namespace, work: Path) -> None:
     flat_memory = reader_memory(library.root, work / "exact-queries.npy")
     recalls = recall(flat, text_q, text_truth), recall(flat, image_q, image_truth)
     exact = row("exact", flat_build.seconds, flat_memory, recalls, exact_p50, exact_p99)
+    print(f"  pixsearch search on the exact index: {cli_memory(library.root)} at its end", flush=True)
     del flat
 
     with library.writing("bench"):
@@ -223,6 +238,7 @@ def _run(args: argparse.Namespace, work: Path) -> None:
     memory = reader_memory(library.root, work / "queries.npy")
     recalls = recall(ann, text_q, text_truth), recall(ann, image_q, image_truth)
     row("ivfpq", build.seconds, memory, recalls, p50, p99, exact)
+    print(f"  pixsearch search on the IVF-PQ index: {cli_memory(library.root)} at its end", flush=True)
     if not args.quick:
         sweep(ann, text_q, text_truth, exact_p50)
     whole_path(library, args.n)

@@ -3,7 +3,7 @@
 Indexing a million real photos takes hours; the search path only needs the rows a real index run
 leaves: images, their vectors (here clustered unit vectors, see tests/clustered.py), keyword
 documents and the model row. They are inserted with executemany in large transactions (a million
-rows with 2 KB vectors is ~2.5 GB and a couple of minutes). Photo files do not exist.
+rows with 2 KB vectors is ~4.6 GB and a couple of minutes). Photo files do not exist.
 """
 
 from __future__ import annotations
