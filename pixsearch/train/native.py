@@ -228,11 +228,9 @@ def write_weights(source: Path, target: Path, updates: Mapping[str, torch.Tensor
             f"cannot write the trained weights in the layout of {source}: "
             + "; ".join(p for p in (_listed("keys it lacks", unknown), _listed("other shapes", misshapen)) if p)
         )
-    # clone: tensors tied to each other (a decoder bias stored under two names) stay equal but are
-    # written separately, as a freshly loaded source would hold them
-    flat = {
-        k: (updates[k].detach().to("cpu", v.dtype).clone() if k in updates else v.clone()) for k, v in original.items()
-    }
+    # tensors not trained are written as read (memory-mapped: not copied); trained ones are cloned, so
+    # a tensor the model ties to another (a decoder bias stored under two names) is written under each
+    flat = {k: (updates[k].detach().to("cpu", v.dtype).clone() if k in updates else v) for k, v in original.items()}
     partial = target.with_name(f"partial-{target.name}")  # same suffix: the same format
     _write_weights_file(partial, _rewrap(raw, flat))
     check_same_layout(original, read_state_dict(partial), f"{target} (written from {source})")
