@@ -71,6 +71,8 @@ class NativeSetup:
     batch_size: int
     seed: int
     steps: int  # total steps of the run (tasks may schedule by it)
+    from_scratch: bool = False  # the input is a random tiny model built for this run, not a trained one
+    mined: Any = None  # mining.HardNegatives from --miner, for the tasks that take them
 
 
 @dataclass(frozen=True)
