@@ -52,6 +52,17 @@ def build_library(root: Path, spec: str, vectors: int, files: int):
     rng = np.random.default_rng(0)
     with library.session() as session:
         model = library.use_model(session, spec, encoder.preprocess_id, encoder.dim)
+    with library.writing("bench/query_latency.py"):
+        _fill(library, encoder, model, paths, vectors, files)
+    return library
+
+
+def _fill(library, encoder, model, paths, vectors: int, files: int) -> None:
+    from pixsearch.indexer import writer
+    from pixsearch.indexer.decode import Prepared
+    from pixsearch.storage import IMAGES
+
+    rng = np.random.default_rng(0)
     index = library.load_index(IMAGES, model)
     for start in range(0, vectors, 1000):
         n = min(1000, vectors - start)
@@ -65,7 +76,6 @@ def build_library(root: Path, spec: str, vectors: int, files: int):
             writer.store_embedded(session, items, batch, model.key, index)
             index.generation = library.bump_generation(session, IMAGES, model.key)
     library.save_index(IMAGES, model.key, index)
-    return library
 
 
 def strip_fragment(hits):

@@ -15,7 +15,7 @@ from PIL import Image
 from pixsearch.errors import BadImageError, ConfigError
 from pixsearch.imageio import DEFAULT_MAX_PIXELS, load_image
 from pixsearch.models.roles import Reranker
-from pixsearch.rerank.cache import DiskCache, MemoryCache, reranker_key
+from pixsearch.rerank.cache import DiskCache, MemoryCache, reranker_key, state_budget
 from pixsearch.rerank.fusion import Fusion, fuse
 from pixsearch.search.results import ImageHit, TextHit
 
@@ -30,6 +30,9 @@ class RerankOptions:
     fusion: Fusion = Fusion.ITM_PLUS_SIMILARITY
     similarity_weight: float = 1.0  # itm+sim: the first-stage similarity's weight (see `fusion.fuse`)
     memory_cache_bytes: int = 512 * 2**20
+    # the image-state tier (cross-attention keys/values, ~21 MB per image at BLIP-base size) below the
+    # features; None: a quarter of the memory free when the service starts, at most 2 GiB; 0: off
+    state_cache_bytes: int | None = None
     disk_cache: bool = False  # also keep features on disk (float16) under the library
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -38,13 +41,20 @@ class RerankOptions:
             raise ConfigError(f"rerank k must be between 1 and {MAX_RERANK_K}, got {self.k}")
         if not 0 <= self.similarity_weight < float("inf"):
             raise ConfigError(f"similarity weight must be finite and >= 0, got {self.similarity_weight}")
+        if self.state_cache_bytes is not None and self.state_cache_bytes < 0:
+            raise ConfigError(f"state cache bytes must be >= 0, got {self.state_cache_bytes}")
 
 
 PhotoReader = Callable[..., Image.Image]
 
 
 class RerankService:
-    """Reranks the top k of a hit list; hits below the top k keep their order beneath them."""
+    """Reranks the top k of a hit list; hits below the top k keep their order beneath them.
+
+    Per image it keeps what no query changes, in tiers: vision features (memory, optionally disk) and,
+    for rerankers that offer `score_items`, image states (cross-attention keys/values, memory only).
+    A candidate seen before then costs only the text side.
+    """
 
     def __init__(
         self,
@@ -61,6 +71,8 @@ class RerankService:
         self.options = options or RerankOptions()
         self.read_photo = read_photo or load_image
         self.memory = MemoryCache(self.options.memory_cache_bytes)
+        state_bytes = self.options.state_cache_bytes
+        self.states = MemoryCache(state_budget() if state_bytes is None else state_bytes)
         self.disk = DiskCache(library_root / "rerank-cache" / reranker_key(spec)) if self.options.disk_cache else None
 
     @property
@@ -99,11 +111,12 @@ class RerankService:
         top, rest = list(hits[: k or self.options.k]), list(hits[k or self.options.k :])
         if not top:
             return list(hits)
-        features = self.features(top)
-        usable = [i for i, feature in enumerate(features) if feature is not None]
+        items = self.items(top)
+        usable = [i for i, item in enumerate(items) if item is not None]
         itm = np.full(len(top), -np.inf, dtype=np.float32)
         if usable:
-            itm[usable] = self.reranker.score_features(query, [features[i] for i in usable])
+            keys = [(top[i].image_id, top[i].content_hash) for i in usable]
+            itm[usable] = self._score(query, [items[i] for i in usable], keys)
         similarity = np.asarray([hit.score for hit in top], dtype=np.float32)
         final = fuse(itm, similarity, self.options.fusion, self.options.similarity_weight)
         rescored = [
@@ -111,6 +124,24 @@ class RerankService:
             for hit, f, s in zip(top, final, itm, strict=True)
         ]
         return _ordered(rescored) + rest
+
+    def items(self, hits: Sequence[ImageHit]) -> list[Any | None]:
+        """Per hit its image state where the state tier holds one, else its features (see `features`)."""
+        found: list[Any | None] = [self.states.get((hit.image_id, hit.content_hash)) for hit in hits]
+        missing = [i for i, item in enumerate(found) if item is None]
+        for i, feature in zip(missing, self.features([hits[i] for i in missing]) if missing else [], strict=True):
+            found[i] = feature
+        return found
+
+    def _score(self, query: str, items: list[Any], keys: list[tuple[int, str]]) -> np.ndarray:
+        score_items = getattr(self.reranker, "score_items", None)  # rerankers with image states
+        if score_items is None:
+            return self.reranker.score_features(query, items)
+        scores, states = score_items(query, items, keep=self.states.max_bytes > 0)
+        for key, item, state in zip(keys, items, states, strict=True):
+            if state is not None and state is not item:
+                self.states.put(key, state)
+        return scores
 
     def rerank_texts(self, image: Image.Image, hits: Sequence[TextHit], k: int | None = None) -> list[TextHit]:
         """Image query against text candidates: the image's features are computed once."""

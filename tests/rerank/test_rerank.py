@@ -88,16 +88,19 @@ def test_similarity_weight_from_the_dual_encoder(clip_spec: str) -> None:
             similarity_weight(bad, encoder)
 
 
-def test_memory_cache_skips_the_vision_tower_the_second_time(setup, monkeypatch) -> None:
+@pytest.mark.parametrize(("state_bytes", "tier"), [(0, "memory"), (None, "states")])
+def test_second_query_skips_the_vision_tower(setup, monkeypatch, state_bytes, tier) -> None:
+    """Features come from the feature tier; with the state tier on, the keys/values tier serves first."""
     library, spec, reranker, hits = setup
-    service = RerankService(reranker, spec, library.root, RerankOptions(k=5))
+    service = RerankService(reranker, spec, library.root, RerankOptions(k=5, state_cache_bytes=state_bytes))
     first = service.rerank_images(QUERY, hits[:5])
     calls = []
     original = reranker.image_features
     monkeypatch.setattr(reranker, "image_features", lambda images: calls.append(len(images)) or original(images))
     second = service.rerank_images(QUERY, hits[:5])
-    assert calls == [] and service.memory.hits >= 5
+    assert calls == [] and getattr(service, tier).hits >= 5
     assert [h.image_id for h in first] == [h.image_id for h in second]
+    assert [h.score for h in first] == pytest.approx([h.score for h in second], abs=1e-4)
 
 
 def test_disk_cache_round_trip_in_float16(setup) -> None:
