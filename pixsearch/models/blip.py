@@ -20,7 +20,7 @@ from PIL import Image
 from pixsearch.errors import ConfigError
 from pixsearch.models.blip_itm import BlipItmPass, BlipKeyValues
 from pixsearch.models.blip_loading import LoadedBlip, load_blip
-from pixsearch.models.image_state import ImageState, state_dtype
+from pixsearch.models.image_state import ImageState
 from pixsearch.models.preprocess import ImageTransform, stack
 from pixsearch.models.roles import Scores
 from pixsearch.models.spec import ModelOptions, ModelSpec
@@ -100,7 +100,7 @@ class BlipItmReranker(_BlipBackend):
     image, the image keys/values of the 12 cross-attention layers ~16 GFLOP and the text side
     ~3.5 GFLOP per candidate. So the work splits in three tiers the caller can cache:
     `image_features` (the vision tower's last hidden state, [577, 768], 1.7 MiB in float32, half as
-    float16 on disk), `image_states` (the keys/values, `BlipKeyValues`, 21 MB per image as float16)
+    float16 on disk), `image_states` (the keys/values, `BlipKeyValues`, 42.5 MB per image in float32)
     and the per-query rest, which `score_items` runs for up to ITM_BATCH candidates as one batch
     (see `blip_itm.BlipItmPass`). Attention runs through SDPA everywhere (transformers has no SDPA
     path for BLIP).
@@ -141,8 +141,8 @@ class BlipItmReranker(_BlipBackend):
         """Each image's cross-attention keys and values for every text layer, from its vision feature.
 
         Returns:
-            one BlipKeyValues per feature ([layers, 2, heads, tokens, head_size], float16 for a float32
-            model: 21 MB per image at BLIP-base size), for `score_items`.
+            one BlipKeyValues per feature ([layers, 2, heads, tokens, head_size] in the model dtype:
+            42.5 MB per image at BLIP-base size in float32), for `score_items`.
         """
         with torch.inference_mode():
             return [
@@ -245,7 +245,7 @@ class BlipItmReranker(_BlipBackend):
     @property
     def _pass(self) -> BlipItmPass:
         if getattr(self, "_itm_pass", None) is None:
-            self._itm_pass = BlipItmPass(self._blip.model, state_dtype(self._blip.dtype))
+            self._itm_pass = BlipItmPass(self._blip.model)
         assert self._itm_pass is not None
         return self._itm_pass
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pixsearch.models.image_state import ImageState
+from pixsearch.models.image_state import ImageState, attend_state
 
 Item = Any  # a vision feature tensor [tokens, width] or a BlipKeyValues
 
@@ -47,21 +47,19 @@ class BlipItmPass:
 
     Args:
         model: the loaded model (eval mode).
-        state_dtype: the dtype new states are stored in (cast to the model dtype when used).
     """
 
-    def __init__(self, model: nn.Module, state_dtype: torch.dtype) -> None:
+    def __init__(self, model: nn.Module) -> None:
         text = model.text_encoder
         self.embeddings = text.embeddings
         self.layers = list(text.encoder.layer)
         self.head = model.itm_head
         first = self.layers[0].crossattention.self
         self.heads = first.num_heads
-        self.state_dtype = state_dtype
 
     def states(self, features: torch.Tensor) -> list[BlipKeyValues]:
         """Keys and values of images [m, tokens, width] for every layer, one state per image."""
-        out = [self._new_state(features.shape[1]) for _ in range(features.shape[0])]
+        out = [self._new_state(features) for _ in range(features.shape[0])]
         for n, layer in enumerate(self.layers):
             key, value = self._key_values(layer.crossattention.self, features)
             for state, k, v in zip(out, key, value, strict=True):
@@ -88,7 +86,7 @@ class BlipItmPass:
             raise ValueError(f"BLIP ITM: {rows} texts and {count} images are neither paired nor one-to-many")
         fresh = [i for i, item in enumerate(items) if not isinstance(item, BlipKeyValues)]
         image = torch.stack([items[i] for i in fresh]) if fresh else None
-        new = [self._new_state(image.shape[1]) for _ in fresh] if keep and image is not None else []
+        new = [self._new_state(image) for _ in fresh] if keep and image is not None else []
         mask = None if bool(attention_mask.all()) else attention_mask[:, None, None, :].bool()
         hidden = self.embeddings(input_ids=input_ids)
         last = len(self.layers) - 1
@@ -101,10 +99,11 @@ class BlipItmPass:
             states[i] = BlipKeyValues((state,))
         return self.head(hidden[:, 0]), states
 
-    def _new_state(self, tokens: int) -> torch.Tensor:
+    def _new_state(self, image: torch.Tensor) -> torch.Tensor:
+        """Room for one of `image`'s states."""
         width = self.layers[0].crossattention.self.query.out_features
-        shape = (len(self.layers), 2, self.heads, tokens, width // self.heads)
-        return torch.empty(shape, dtype=self.state_dtype)
+        shape = (len(self.layers), 2, self.heads, image.shape[1], width // self.heads)
+        return torch.empty(shape, dtype=image.dtype)
 
     def _key_values(self, attention: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _heads(attention.key(image), self.heads), _heads(attention.value(image), self.heads)
@@ -146,10 +145,8 @@ class BlipItmPass:
                 context[fresh] = F.scaled_dot_product_attention(query[fresh], key, value)
         for i, item in enumerate(items):
             if isinstance(item, BlipKeyValues):
-                kv = item.tensors[0][n].to(query.dtype)
                 rows = slice(None) if len(items) == 1 else slice(i, i + 1)
-                part = query[rows]
-                key, value = (t.expand(part.shape[0], -1, -1, -1) for t in (kv[0][None], kv[1][None]))
-                context[rows] = F.scaled_dot_product_attention(part, key, value)
+                kv = item.tensors[0][n]
+                context[rows] = attend_state(query[rows], kv[0], kv[1])
         # the residual broadcasts a text shared by every image over the batch
         return block.output(_merge(context), hidden)
