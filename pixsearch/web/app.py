@@ -20,7 +20,7 @@ from pixsearch.web import handlers
 from pixsearch.web.context import RerankHook, TagsHook, WebContext
 from pixsearch.web.limits import BodyLimit
 from pixsearch.web.options import WebOptions
-from pixsearch.web.routers import health, images, knn, pages, search
+from pixsearch.web.routers import health, images, knn, pages, rerank, search
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def create_app(
             allow_headers=["*"],
         )
     handlers.install(app)
-    for module in (health, search, images, knn, pages):
+    for module in (health, search, rerank, images, knn, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 

@@ -107,6 +107,18 @@ class SearchPublic(BaseModel):
     min_score: float | None = Field(None, description="the server's relevance cut-off, if any")
     next_offset: int | None = Field(None, description="offset of the next page, when there may be one")
     notes: list[str] = Field(default_factory=list, description="why an option was ignored, etc.")
+    rerank_token: str | None = Field(
+        None,
+        description="with rerank and defer_rerank: these are the first-stage results, and POST /api/rerank "
+        "with this token answers them reranked",
+    )
+
+
+class RerankCreate(BaseModel):
+    """A deferred rerank of a result set a search already returned."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=64, description="the rerank_token of a search response")
 
 
 class CaptionPublic(BaseModel):
