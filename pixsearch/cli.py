@@ -74,6 +74,15 @@ def add_sim_weight_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_rerank_cache_max_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rerank-cache-max",
+        metavar="SIZE",
+        help="stop filling the reranker's disk cache at this size, e.g. 2G (BLIP-base: ~0.9 MB a photo; "
+        "env PIXSEARCH_RERANK_CACHE_MAX)",
+    )
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; the training commands' own parsers only when `command` is one of them."""
     parser = argparse.ArgumentParser(prog="pixsearch", description="Search your photos by words or by a photo.")
@@ -90,6 +99,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     index.add_argument("--workers", type=int, help="decoding processes (default: one per core; 0: none)")
     index.add_argument("--max-pixels", type=int, help="refuse images larger than this (decompression bombs)")
     index.add_argument("--tag", action="store_true", help="then zero-shot tag new photos (tag --new-only)")
+    index.add_argument(
+        "--rerank-cache",
+        nargs="?",
+        const="",
+        metavar="SPEC",
+        help="then fill the reranker's disk cache of image features (the reranker: SPEC, else PIXSEARCH_RERANKER)",
+    )
+    add_rerank_cache_max_option(index)
     index.add_argument(
         "--query-model",
         metavar="SPEC",
@@ -150,6 +167,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     cache = commands.add_parser("rerank-cache", help="precompute reranker image features for the whole library (disk)")
     add_common_options(cache)
     cache.add_argument("--rerank", metavar="SPEC", help="the reranker (env PIXSEARCH_RERANKER)")
+    add_rerank_cache_max_option(cache)
 
     serve = commands.add_parser("serve", help="the web UI and JSON API over the library")
     add_common_options(serve)
@@ -203,11 +221,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
         batch_size=getattr(args, "batch_size", None),
         workers=getattr(args, "workers", None),
         max_pixels=getattr(args, "max_pixels", None),
-        reranker=getattr(args, "rerank", None),
+        reranker=getattr(args, "rerank", None) or getattr(args, "rerank_cache", None) or None,
         rerank_k=getattr(args, "rerank_k", None),
         fusion=getattr(args, "fusion", None),
         sim_weight=getattr(args, "sim_weight", None),
         rerank_disk_cache=getattr(args, "rerank_disk_cache", None),
+        rerank_cache_max=getattr(args, "rerank_cache_max", None),
     )
 
 

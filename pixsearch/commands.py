@@ -21,7 +21,7 @@ from pixsearch.models import ModelOptions, Role, create
 from pixsearch.models.roles import DualEncoder, Tower
 from pixsearch.photos import load_photo
 from pixsearch.rerank import Fusion, RerankOptions, RerankService
-from pixsearch.rerank.cache import disk_usage
+from pixsearch.rerank.cache import disk_usage, parse_size
 from pixsearch.rerank.fusion import similarity_weight
 from pixsearch.search import ImageHit, SearchService
 from pixsearch.search.duplicates import find_duplicates
@@ -77,6 +77,8 @@ class _Bars:
 
 
 def run_index(args: argparse.Namespace, settings: Settings) -> int:
+    if args.rerank_cache is not None and not settings.reranker:
+        raise ConfigError("--rerank-cache needs a reranker: --rerank-cache SPEC or PIXSEARCH_RERANKER")
     active = _active_model(settings)
     spec = args.model or (active.spec if active else settings.model)
     encoder = create(spec, Role.DUAL_ENCODER, _options(settings))
@@ -112,6 +114,8 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
             f"{report.switch_missing} photos outside {', '.join(map(str, args.folders))} have no vector of {spec} yet; "
             "run `pixsearch index --reindex` on every folder of the library to finish the switch"
         )
+    if args.rerank_cache is not None:
+        fill_rerank_cache(library, settings)
     if args.tag:
         from pixsearch.tagging.cli import print_report
         from pixsearch.tagging.service import tag_after_index
@@ -179,6 +183,7 @@ def _reranker(settings: Settings, library: Library, encoder: DualEncoder | None 
         fusion=Fusion.parse(settings.fusion),
         similarity_weight=similarity_weight(settings.sim_weight, encoder),
         disk_cache=settings.rerank_disk_cache,
+        disk_cache_bytes=parse_size(settings.rerank_cache_max) if settings.rerank_cache_max else None,
         max_pixels=settings.max_pixels,
     )
     model = create(settings.reranker, Role.RERANKER, _options(settings))
@@ -276,17 +281,26 @@ def run_duplicates(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_rerank_cache(args: argparse.Namespace, settings: Settings) -> int:
-    settings = settings.with_(rerank_disk_cache=True)
     if not settings.reranker:
         raise ConfigError("name the reranker with --rerank SPEC or PIXSEARCH_RERANKER")
-    library = _open(settings)
-    reranker = _reranker(settings, library)
+    fill_rerank_cache(_open(settings), settings)
+    return 0
+
+
+def fill_rerank_cache(library: Library, settings: Settings) -> None:
+    """Compute the configured reranker's image features for every photo not yet in its disk cache,
+    up to the cache's bound (`rerank_cache_max`), with a progress bar; print what it did."""
+    reranker = _reranker(settings.with_(rerank_disk_cache=True), library)
+    assert reranker is not None and reranker.disk is not None
     hits = SearchService(library).all_images()
     with tqdm(total=len(hits), desc="rerank features", unit="img", file=sys.stderr) as bar:
         computed = reranker.precompute(hits, lambda done, total: bar.update(done - bar.n))
     used = sum(disk_usage(library.root).values())
-    print(f"{computed} images computed, {len(hits) - computed} already cached; rerank caches use {used / 1e6:.1f} MB")
-    return 0
+    print(f"{computed} images computed, {len(hits) - computed} not; rerank caches use {used / 1e6:.1f} MB on disk")
+    if reranker.disk.full:
+        print(
+            f"the rerank cache reached its bound ({settings.rerank_cache_max}): raise --rerank-cache-max to cache more"
+        )
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -305,7 +319,14 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"images    {status.images} ({status.image_vectors} vectors)")
     print(f"texts     {status.texts} ({status.text_vectors} vectors)")
     print(f"index     {status.index_type or '-'}, {status.index_bytes / 1e6:.1f} MB on disk")
-    print(f"rerank    {status.rerank_cache_bytes / 1e6:.1f} MB of cached reranker features on disk")
+    print(
+        f"rerank    {status.rerank_cache_bytes / 1e6:.1f} MB of cached reranker features on disk"
+        + (
+            f" ({status.rerank_cache_images} images: {', '.join(status.rerank_cache_models)})"
+            if status.rerank_cache_images
+            else ""
+        )
+    )
     print(f"skipped   {len(status.skipped)}")
     for path, reason in status.skipped:
         print(f"  {path}: {reason}")

@@ -34,6 +34,7 @@ class RerankOptions:
     # features; None: a quarter of the memory free when the service starts, at most 2 GiB; 0: off
     state_cache_bytes: int | None = None
     disk_cache: bool = False  # also keep features on disk (float16) under the library
+    disk_cache_bytes: int | None = None  # the disk cache's bound; None: none
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
@@ -73,7 +74,8 @@ class RerankService:
         self.memory = MemoryCache(self.options.memory_cache_bytes)
         state_bytes = self.options.state_cache_bytes
         self.states = MemoryCache(state_budget() if state_bytes is None else state_bytes)
-        self.disk = DiskCache(library_root / "rerank-cache" / reranker_key(spec)) if self.options.disk_cache else None
+        folder = library_root / "rerank-cache" / reranker_key(spec)
+        self.disk = DiskCache(folder, self.options.disk_cache_bytes, spec) if self.options.disk_cache else None
 
     @property
     def _draft_size(self) -> int:
@@ -163,15 +165,24 @@ class RerankService:
         return _ordered(rescored) + rest
 
     def precompute(self, hits: Sequence[ImageHit], progress: Callable[[int, int], None] | None = None) -> int:
-        """Fill the disk cache for these images (e.g. the whole library); returns how many were computed."""
+        """Fill the disk cache for these images (e.g. the whole library), in their order, until it is
+        full (`disk_cache_bytes`; then `self.disk.full`); returns how many were computed."""
         if self.disk is None:
             raise ConfigError("precomputing rerank features needs the disk cache (RerankOptions(disk_cache=True))")
         todo = [hit for hit in hits if (hit.image_id, hit.content_hash) not in self.disk]
+        computed = 0
         for start in range(0, len(todo), 16):
-            self.features(todo[start : start + 16])
+            if self.disk.full:
+                log.info(
+                    "rerank disk cache full at %d bytes: %d images left out", self.disk.used_bytes, len(todo) - start
+                )
+                break
+            chunk = todo[start : start + 16]
+            self.features(chunk)
+            computed += sum((hit.image_id, hit.content_hash) in self.disk for hit in chunk)
             if progress:
                 progress(min(start + 16, len(todo)), len(todo))
-        return len(todo)
+        return computed
 
 
 def _ordered(hits: list[Any]) -> list[Any]:

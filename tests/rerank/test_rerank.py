@@ -11,7 +11,7 @@ from pixsearch.errors import ConfigError
 from pixsearch.indexer import Indexer, IndexOptions
 from pixsearch.models import Role, create
 from pixsearch.rerank import Fusion, RerankOptions, RerankService, similarity_weight
-from pixsearch.rerank.cache import DiskCache, MemoryCache, disk_usage, from_storage, to_storage
+from pixsearch.rerank.cache import DiskCache, MemoryCache, disk_usage, from_storage, parse_size, to_storage
 from pixsearch.search import SearchService
 from pixsearch.storage import Library
 
@@ -178,3 +178,44 @@ def test_a_library_reader_never_reranks_a_photo_swapped_for_a_link(tmp_path: Pat
     assert reranked[-1].image_id == hits[0].image_id and reranked[-1].rerank_score == float("-inf")
     assert all(np.isfinite(h.rerank_score) for h in reranked[:-1])
     library.close()
+
+
+def test_disk_cache_stops_at_its_bound(tmp_path: Path) -> None:
+    one = DiskCache(tmp_path / "probe")
+    assert one.put((0, "h"), torch.ones(100)) and one.used_bytes > 200
+    size = one.used_bytes
+    cache = DiskCache(tmp_path / "bounded", max_bytes=2 * size + 10, spec="blip-itm:/models/x")
+    assert cache.put((1, "a"), torch.ones(100)) and cache.put((2, "b"), torch.ones(100))
+    assert not cache.put((3, "c"), torch.ones(100)) and (3, "c") not in cache
+    assert cache.full and cache.used_bytes <= cache.max_bytes
+    assert (tmp_path / "bounded" / "reranker.txt").read_text() == "blip-itm:/models/x"
+    reopened = DiskCache(tmp_path / "bounded", max_bytes=2 * size + 10)  # counts what is on disk
+    assert reopened.used_bytes == cache.used_bytes and not reopened.put((3, "c"), torch.ones(100))
+
+
+def test_state_tier_is_bounded_by_bytes(setup) -> None:
+    library, spec, reranker, hits = setup
+    state_bytes = reranker.image_states(reranker.image_features([draw(0)]))[0].nbytes
+    service = RerankService(reranker, spec, library.root, RerankOptions(k=6, state_cache_bytes=2 * state_bytes))
+    first = service.rerank_images(QUERY, hits[:6])
+    assert len(service.states) == 2 and service.states.bytes <= 2 * state_bytes
+    again = service.rerank_images(QUERY, hits[:6])  # two from states, four from features: the same scores
+    assert [h.score for h in again] == pytest.approx([h.score for h in first], abs=1e-4)
+    assert service.states.hits == 2
+    off = RerankService(reranker, spec, library.root, RerankOptions(k=6, state_cache_bytes=0))
+    off.rerank_images(QUERY, hits[:6])
+    assert len(off.states) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("800", 800), ("500M", 500 * 10**6), ("2G", 2 * 10**9), ("1.5GiB", int(1.5 * 2**30)), ("3 kb", 3000)],
+)
+def test_sizes_parse(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "-1G", "lots", "2X", "1e9"])
+def test_a_bad_size_is_named(text: str) -> None:
+    with pytest.raises(ConfigError, match="is not a number of bytes"):
+        parse_size(text)
