@@ -47,13 +47,15 @@ def attend_state(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) ->
 def score_items(
     items: Sequence[Any],
     state_type: type[ImageState],
-    make_states: Callable[[list[Any]], list[ImageState]],
+    make_states: Callable[[list[Any], bool], list[ImageState]],
     score: Callable[[list[ImageState]], torch.Tensor],
     batch: int,
     keep: bool,
 ) -> tuple[npt.NDArray[np.float32], list[ImageState | None]]:
     """Score images given as vision features or states, `batch` at a time, for backends whose pass reads
-    states only: the features of a batch become states first, and with `keep` come back too.
+    states only: the features of a batch become states first (`make_states(features, own)`: with `own` each
+    state owns its memory, as a cached one must; else they may be views of one batch), and with `keep`
+    come back too.
 
     Raises:
         ConfigError: a state made by another kind of model.
@@ -68,7 +70,7 @@ def score_items(
                     f"a {type(item).__name__} cannot be scored by a model whose states are {state_type.__name__}"
                 )
         fresh = [i for i, item in enumerate(chunk) if not isinstance(item, ImageState)]
-        made = make_states([chunk[i] for i in fresh]) if fresh else []
+        made = make_states([chunk[i] for i in fresh], keep) if fresh else []
         ready = list(chunk)
         for i, state in zip(fresh, made, strict=True):
             ready[i] = state

@@ -231,7 +231,7 @@ class MplugItmReranker(_MplugBackend):
             return score_items(
                 items,
                 MplugImageState,
-                lambda features: itm.states(self._stack(features)),
+                lambda features, own: itm.states(self._stack(features), own),
                 lambda states: itm.logits(text, mask, states)[:, ITM_MATCH],
                 BATCH,
                 keep,

@@ -52,15 +52,16 @@ class MplugItmPass:
         self.heads = self.layers[0].attention.self.heads
         self.head = model.itm_head
 
-    def states(self, image: torch.Tensor) -> list[MplugImageState]:
-        """The states of images [m, T, H]."""
+    def states(self, image: torch.Tensor, own: bool = True) -> list[MplugImageState]:
+        """The states of images [m, T, H]; with `own` each owns its memory (to be cached), else they are
+        views of one batch (scored and dropped)."""
         parts: list[torch.Tensor] = [image] if self.keeps_image else []
         for n in range(self.cached):
             layer = self.layers[n]
             block = layer.attention.self if self.joint[n] else layer.crossattention.self
             projections = (block.query, block.key, block.value) if self.joint[n] else (block.key, block.value)
             parts.extend(_split(projection(image), self.heads) for projection in projections)
-        return [MplugImageState(tuple(p[i].clone() for p in parts)) for i in range(image.shape[0])]
+        return [MplugImageState(tuple(p[i].clone() if own else p[i] for p in parts)) for i in range(image.shape[0])]
 
     def logits(self, text: torch.Tensor, attention: torch.Tensor, items: Sequence[Any]) -> torch.Tensor:
         """ITM logits [k, 2] of one text (its encoder output [1, L, H] and mask [1, L]) against k states."""

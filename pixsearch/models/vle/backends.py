@@ -129,7 +129,7 @@ class VleItmReranker(_VleBackend):
             return score_items(
                 items,
                 VleImageState,
-                lambda features: itm.states(self._stack(features)),
+                lambda features, own: itm.states(self._stack(features), own),
                 lambda states: itm.logits(text, tokens["attention_mask"], states)[:, ITM_MATCH],
                 BATCH,
                 keep,

@@ -53,8 +53,9 @@ class VleItmPass:
         self.vle = model.vle
         self.head = model.itm_score
 
-    def states(self, features: torch.Tensor) -> list[VleImageState]:
-        """States of vision-tower outputs [m, T, vision width]."""
+    def states(self, features: torch.Tensor, own: bool = True) -> list[VleImageState]:
+        """States of vision-tower outputs [m, T, vision width]; with `own` each owns its memory (to be
+        cached), else they are views of one batch (scored and dropped)."""
         vle = self.vle
         image = vle.image_projection_layer(features) + vle.token_type_embeddings.weight[IMAGE_TOKEN_TYPE]
         text_cross = vle.cross_modal_text_layers[0].crossattention.self
@@ -66,7 +67,7 @@ class VleItmPass:
             attended,
             image_layer.crossattention.self._split(image_layer.crossattention.self.query(attended)),
         )
-        return [VleImageState(tuple(p[i].clone() for p in parts)) for i in range(features.shape[0])]
+        return [VleImageState(tuple(p[i].clone() if own else p[i] for p in parts)) for i in range(features.shape[0])]
 
     def logits(self, text_features: torch.Tensor, attention: torch.Tensor, items: Sequence[VleImageState]):
         """ITM logits [k, 2] of one text (DeBERTa output [1, L, text width], mask [1, L]) against k states."""
