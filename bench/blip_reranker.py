@@ -14,7 +14,7 @@ from pixsearch.models import Role, create
 from pixsearch.rerank import RerankOptions, RerankService
 from pixsearch.rerank.cache import DiskCache, feature_bytes
 
-QUERY = "a small brown dog runs along the sandy beach beside the calm blue sea today"  # 16 tokens with [CLS], [SEP]
+QUERY = "a small brown dog runs along the sandy beach beside the calm blue sea"  # 16 tokens with [CLS], [SEP]
 WORDS = QUERY.split()
 
 

@@ -33,7 +33,9 @@ class RerankOptions:
     # the image-state tier (cross-attention keys/values, ~21 MB per image at BLIP-base size) below the
     # features; None: a quarter of the memory free when the service starts, at most 2 GiB; 0: off
     state_cache_bytes: int | None = None
-    disk_cache: bool = False  # also keep features on disk (float16) under the library
+    # also keep new features on disk (float16) under the library; a disk cache already there (filled by
+    # `pixsearch rerank-cache` or `index --rerank-cache`) is read either way
+    disk_cache: bool = False
     disk_cache_bytes: int | None = None  # the disk cache's bound; None: none
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -75,7 +77,8 @@ class RerankService:
         state_bytes = self.options.state_cache_bytes
         self.states = MemoryCache(state_budget() if state_bytes is None else state_bytes)
         folder = library_root / "rerank-cache" / reranker_key(spec)
-        self.disk = DiskCache(folder, self.options.disk_cache_bytes, spec) if self.options.disk_cache else None
+        reads = self.options.disk_cache or folder.is_dir()
+        self.disk = DiskCache(folder, self.options.disk_cache_bytes, spec) if reads else None
 
     @property
     def _draft_size(self) -> int:
@@ -104,7 +107,7 @@ class RerankService:
         for i, feature in zip(loaded, self.reranker.image_features(images) if images else [], strict=True):
             found[i] = feature
             self.memory.put(keys[i], feature)
-            if self.disk is not None:
+            if self.disk is not None and self.options.disk_cache:
                 self.disk.put(keys[i], feature)
         return found
 
@@ -167,7 +170,7 @@ class RerankService:
     def precompute(self, hits: Sequence[ImageHit], progress: Callable[[int, int], None] | None = None) -> int:
         """Fill the disk cache for these images (e.g. the whole library), in their order, until it is
         full (`disk_cache_bytes`; then `self.disk.full`); returns how many were computed."""
-        if self.disk is None:
+        if self.disk is None or not self.options.disk_cache:
             raise ConfigError("precomputing rerank features needs the disk cache (RerankOptions(disk_cache=True))")
         todo = [hit for hit in hits if (hit.image_id, hit.content_hash) not in self.disk]
         computed = 0

@@ -117,6 +117,18 @@ def test_disk_cache_round_trip_in_float16(setup) -> None:
     assert cold.memory.misses == 5 and len(cold.memory) == 5
 
 
+def test_a_filled_disk_cache_is_read_without_the_disk_cache_option(setup, monkeypatch) -> None:
+    library, spec, reranker, hits = setup
+    RerankService(reranker, spec, library.root, RerankOptions(disk_cache=True)).precompute(hits[:4])
+    reader = RerankService(reranker, spec, library.root, RerankOptions(k=8, state_cache_bytes=0))
+    with monkeypatch.context() as patch:
+        patch.setattr(reranker, "image_features", lambda images: pytest.fail("the vision tower ran"))
+        assert all(h.rerank_score is not None for h in reader.rerank_images(QUERY, hits[:4], k=4)[:4])
+    files = sorted(reader.disk.folder.glob("*.pt"))
+    reader.rerank_images(QUERY, hits[:12], k=12)  # features past the cached ones are computed...
+    assert sorted(reader.disk.folder.glob("*.pt")) == files  # ...and not written without the option
+
+
 def test_rerank_texts_scores_each_text_against_the_image(setup) -> None:
     library, spec, reranker, _ = setup
     from pixsearch.search.results import TextHit
