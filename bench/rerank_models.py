@@ -21,9 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from int8_layers import Int8Linear
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
-
-from pixsearch.models.int8 import linear_throughput
 
 QUERY_TOKENS = 16
 # the machine's matmul limit: the best of linear layers at these row counts (a top-32 text side has 512
@@ -49,22 +48,54 @@ def per_candidate_flops(run: Callable[[int], object]) -> int:
     return flops(lambda: run(2)) - flops(lambda: run(1))
 
 
+class Clock:
+    """What the benchmark times with: wall time (what a person waits), or this process's CPU time (with
+    one thread, the compute alone: on a busy machine it leaves out the time other processes hold the
+    core). One per run, chosen by --clock."""
+
+    now: Callable[[], float] = time.perf_counter
+
+    @classmethod
+    def use(cls, name: str) -> None:
+        cls.now = {"wall": time.perf_counter, "cpu": time.process_time}[name]
+
+
 def best_and_median(fn: Callable[[], object], reps: int) -> tuple[float, float]:
     """Seconds of the fastest and the median of `reps` runs (after one warm-up run)."""
     with torch.inference_mode():
         fn()
         times = []
         for _ in range(reps):
-            start = time.perf_counter()
+            start = Clock.now()
             fn()
-            times.append(time.perf_counter() - start)
+            times.append(Clock.now() - start)
     return min(times), statistics.median(times)
 
 
+def linear_gflops(dtype: str, rows: int, out: int, width: int = 768, window: float = 0.5) -> float:
+    """Sustained GFLOP/s of a linear layer [rows, width] -> [rows, out] at 'float32', 'bfloat16',
+    'float16' or 'int8': as many runs as fill `window` seconds, the best of three windows (a window as
+    long as a path's own runs meets the same interference from other processes)."""
+    x, layer = torch.randn(rows, width), torch.nn.Linear(width, out)
+    if dtype == "int8":
+        fn: Callable[[], object] = functools.partial(Int8Linear(layer), x)
+    else:
+        fn = functools.partial(layer.to(getattr(torch, dtype)), x.to(getattr(torch, dtype)))
+    best = 0.0
+    with torch.inference_mode():
+        fn()
+        for _ in range(3):
+            start, runs = Clock.now(), 0
+            while runs == 0 or Clock.now() - start < window:
+                fn()
+                runs += 1
+            best = max(best, 2 * rows * width * out * runs / (Clock.now() - start) / 1e9)
+    return best
+
+
 def matmul_gflops(dtype: str, rows: tuple[int, ...]) -> float:
-    """The machine's matmul throughput at `dtype`: the best of linear layers 768->768 and 768->3072
-    over `rows` (best of 5 runs each)."""
-    return max(linear_throughput(dtype, rows=r, out=out) for r in rows for out in (768, 3072))
+    """The machine's matmul throughput at `dtype`: the best of linear layers 768->768 and 768->3072 over `rows`."""
+    return max(linear_gflops(dtype, r, out) for r in rows for out in (768, 3072))
 
 
 def save_blip_base_itm(directory: Path, words: list[str]) -> Path:

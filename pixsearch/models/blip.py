@@ -20,7 +20,7 @@ from PIL import Image
 from pixsearch.errors import ConfigError
 from pixsearch.models.blip_itm import BlipItmPass, BlipKeyValues
 from pixsearch.models.blip_loading import LoadedBlip, load_blip
-from pixsearch.models.image_state import ImageState
+from pixsearch.models.image_state import ImageState, states_in_chunks
 from pixsearch.models.preprocess import ImageTransform, stack
 from pixsearch.models.roles import Scores
 from pixsearch.models.spec import ModelOptions, ModelSpec
@@ -144,12 +144,7 @@ class BlipItmReranker(_BlipBackend):
             one BlipKeyValues per feature ([layers, 2, heads, tokens, head_size] in the model dtype:
             42.5 MB per image at BLIP-base size in float32), for `score_items`.
         """
-        with torch.inference_mode():
-            return [
-                state
-                for chunk in _chunks(features, ITM_BATCH)
-                for state in self._pass.states(self._stack_features(chunk))
-            ]
+        return states_in_chunks(features, ITM_BATCH, lambda chunk: self._pass.states(self._stack_features(chunk)))
 
     def score_items(
         self, query: str, items: Sequence[Any], keep: bool = False

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pixsearch.models.image_state import ImageState, attend_state
+from pixsearch.models.image_state import ImageState, attend_state, merge_heads, split_heads
 
 Item = Any  # a vision feature tensor [tokens, width] or a BlipKeyValues
 
@@ -28,18 +28,6 @@ Item = Any  # a vision feature tensor [tokens, width] or a BlipKeyValues
 class BlipKeyValues(ImageState):
     """One image's cross-attention keys and values for every text layer: tensors[0] is
     [layers, 2, heads, tokens, head_size] (2: keys, values)."""
-
-
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """[n, L, heads * d] -> [n, heads, L, d] (a view)."""
-    n, length, width = x.shape
-    return x.view(n, length, heads, width // heads).transpose(1, 2)
-
-
-def _merge(x: torch.Tensor) -> torch.Tensor:
-    """[n, heads, L, d] -> [n, L, heads * d]."""
-    n, heads, length, size = x.shape
-    return x.transpose(1, 2).reshape(n, length, heads * size)
 
 
 class BlipItmPass:
@@ -106,17 +94,17 @@ class BlipItmPass:
         return torch.empty(shape, dtype=image.dtype)
 
     def _key_values(self, attention: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _heads(attention.key(image), self.heads), _heads(attention.value(image), self.heads)
+        return split_heads(attention.key(image), self.heads), split_heads(attention.value(image), self.heads)
 
     def _self_attention(
         self, block: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, cls_only: bool
     ) -> torch.Tensor:
         attention = block.self
         rows = hidden[:, :1] if cls_only else hidden
-        query = _heads(attention.query(rows), self.heads)
+        query = split_heads(attention.query(rows), self.heads)
         key, value = self._key_values(attention, hidden)
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-        return block.output(_merge(context), rows)
+        return block.output(merge_heads(context), rows)
 
     def _cross_attention(
         self,
@@ -129,7 +117,7 @@ class BlipItmPass:
         new: list[torch.Tensor],
     ) -> torch.Tensor:
         attention = block.self
-        query = _heads(attention.query(hidden), self.heads)  # [rows, heads, L, d]
+        query = split_heads(attention.query(hidden), self.heads)  # [rows, heads, L, d]
         batch = max(query.shape[0], len(items))
         query = query.expand(batch, -1, -1, -1)
         context = torch.empty_like(query)
@@ -149,4 +137,4 @@ class BlipItmPass:
                 kv = item.tensors[0][n]
                 context[rows] = attend_state(query[rows], kv[0], kv[1])
         # the residual broadcasts a text shared by every image over the batch
-        return block.output(_merge(context), hidden)
+        return block.output(merge_heads(context), hidden)

@@ -37,6 +37,28 @@ class ImageState:
         return sum(t.numel() * t.element_size() for t in self.tensors)
 
 
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[n, L, heads * d] -> [n, heads, L, d] (a view)."""
+    n, length, width = x.shape
+    return x.view(n, length, heads, width // heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[n, heads, L, d] -> [n, L, heads * d]."""
+    n, heads, length, size = x.shape
+    return x.transpose(1, 2).reshape(n, length, heads * size)
+
+
+def states_in_chunks(
+    features: Sequence[Any], batch: int, make: Callable[[list[Any]], list[ImageState]]
+) -> list[ImageState]:
+    """`make` applied to `batch` features at a time (no autograd): the states of a list of images."""
+    with torch.inference_mode():
+        return [
+            state for start in range(0, len(features), batch) for state in make(list(features[start : start + batch]))
+        ]
+
+
 def attend_state(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """SDPA of query [rows, heads, L, d] over one image's keys and values [heads, T, d], shared by the rows."""
     rows = query.shape[0]

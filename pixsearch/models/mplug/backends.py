@@ -18,7 +18,7 @@ from PIL import Image
 from pixsearch.errors import ConfigError
 from pixsearch.models.embedding import to_embedding
 from pixsearch.models.hub import resolve_source
-from pixsearch.models.image_state import ImageState, score_items
+from pixsearch.models.image_state import ImageState, score_items, states_in_chunks
 from pixsearch.models.mplug.config import CAPTION, REQUIRED_FILES, RETRIEVAL, VQA, MplugConfig, read_config
 from pixsearch.models.mplug.generation import DecodeSettings, Hypothesis, beam_search, greedy_search
 from pixsearch.models.mplug.itm import MplugImageState, MplugItmPass
@@ -213,12 +213,7 @@ class MplugItmReranker(_MplugBackend):
 
     def image_states(self, features: Sequence[Any]) -> list[MplugImageState]:
         """The query-independent fusion projections of each image (see `MplugImageState`)."""
-        with torch.inference_mode():
-            return [
-                state
-                for start in range(0, len(features), BATCH)
-                for state in self.itm_pass.states(self._stack(features[start : start + BATCH]))
-            ]
+        return states_in_chunks(features, BATCH, lambda chunk: self.itm_pass.states(self._stack(chunk)))
 
     def score_items(
         self, query: str, items: Sequence[Any], keep: bool = False

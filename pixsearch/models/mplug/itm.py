@@ -20,23 +20,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pixsearch.models.image_state import ImageState, attend_state
+from pixsearch.models.image_state import ImageState, attend_state, merge_heads, split_heads
 from pixsearch.models.mplug.bert import memory_mask, padding_mask
 
 
 class MplugImageState(ImageState):
     """tensors: the image embedding [T, H] (when a joint layer follows), then per fusion layer up to the
     first joint one its image keys and values ([heads, T, d] each; for the joint layer queries, keys, values)."""
-
-
-def _split(x: torch.Tensor, heads: int) -> torch.Tensor:
-    n, length, width = x.shape
-    return x.view(n, length, heads, width // heads).transpose(1, 2)
-
-
-def _merge(x: torch.Tensor) -> torch.Tensor:
-    n, heads, length, size = x.shape
-    return x.transpose(1, 2).reshape(n, length, heads * size)
 
 
 class MplugItmPass:
@@ -60,7 +50,7 @@ class MplugItmPass:
             layer = self.layers[n]
             block = layer.attention.self if self.joint[n] else layer.crossattention.self
             projections = (block.query, block.key, block.value) if self.joint[n] else (block.key, block.value)
-            parts.extend(_split(projection(image), self.heads) for projection in projections)
+            parts.extend(split_heads(projection(image), self.heads) for projection in projections)
         return [MplugImageState(tuple(p[i].clone() if own else p[i] for p in parts)) for i in range(image.shape[0])]
 
     def logits(self, text: torch.Tensor, attention: torch.Tensor, items: Sequence[Any]) -> torch.Tensor:
@@ -85,10 +75,10 @@ class MplugItmPass:
         """BertAttention over `hidden`, output only for the query `rows`."""
         part = hidden[:, rows]
         attention = block.self
-        query = _split(attention.query(part), self.heads)
-        key, value = _split(attention.key(hidden), self.heads), _split(attention.value(hidden), self.heads)
+        query = split_heads(attention.query(part), self.heads)
+        key, value = split_heads(attention.key(hidden), self.heads), split_heads(attention.value(hidden), self.heads)
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-        return block.output(_merge(context), part)
+        return block.output(merge_heads(context), part)
 
     def _offset(self, n: int) -> int:
         """Where layer n's tensors start in a state."""
@@ -97,22 +87,22 @@ class MplugItmPass:
 
     def _cross_from_states(self, layer, n, hidden, text_mask, items, cls_only) -> torch.Tensor:
         hidden = self._self_attention(layer.attention, hidden, text_mask, _rows(cls_only))
-        query = _split(layer.crossattention.self.query(hidden), self.heads)
+        query = split_heads(layer.crossattention.self.query(hidden), self.heads)
         query = query.expand(len(items), -1, -1, -1)
         start = self._offset(n)
         context = torch.cat(
             [attend_state(query[i : i + 1], *item.tensors[start : start + 2]) for i, item in enumerate(items)]
         )
-        hidden = layer.crossattention.output(_merge(context), hidden)
+        hidden = layer.crossattention.output(merge_heads(context), hidden)
         return layer.feed_forward(hidden)
 
     def _joint_from_states(self, layer, n, hidden, text_mask, items, cls_only):
         attention = layer.attention
         text = hidden.expand(len(items), -1, -1) if hidden.shape[0] != len(items) else hidden
-        query_text = _split(attention.self.query(text[:, :1] if cls_only else text), self.heads)
+        query_text = split_heads(attention.self.query(text[:, :1] if cls_only else text), self.heads)
         key_text, value_text = (
-            _split(attention.self.key(text), self.heads),
-            _split(attention.self.value(text), self.heads),
+            split_heads(attention.self.key(text), self.heads),
+            split_heads(attention.self.value(text), self.heads),
         )
         start = self._offset(n)
         images, contexts = [], []
@@ -127,9 +117,9 @@ class MplugItmPass:
                 images.append(item.tensors[0].to(text.dtype))
         if cls_only:
             rows = text[:, :1]
-            return None, layer.feed_forward(attention.output(_merge(torch.cat(contexts)), rows))
+            return None, layer.feed_forward(attention.output(merge_heads(torch.cat(contexts)), rows))
         both = torch.cat([torch.stack(images), text], dim=1)
-        both = layer.feed_forward(attention.output(_merge(torch.cat(contexts)), both))
+        both = layer.feed_forward(attention.output(merge_heads(torch.cat(contexts)), both))
         image = torch.stack(images)
         tokens = image.shape[1]
         return image + both[:, :tokens], both[:, tokens:]
@@ -139,10 +129,10 @@ class MplugItmPass:
         if not self.joint[n]:
             hidden = self._self_attention(layer.attention, hidden, text_mask, _rows(cls_only))
             block = layer.crossattention.self
-            query = _split(block.query(hidden), self.heads)
-            key, value = _split(block.key(image), self.heads), _split(block.value(image), self.heads)
+            query = split_heads(block.query(hidden), self.heads)
+            key, value = split_heads(block.key(image), self.heads), split_heads(block.value(image), self.heads)
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=image_mask)
-            return layer.feed_forward(layer.crossattention.output(_merge(context), hidden)), image
+            return layer.feed_forward(layer.crossattention.output(merge_heads(context), hidden)), image
         mask = torch.cat([image_mask, text_mask.expand(image.shape[0], -1, -1, -1)], dim=3)
         tokens = image.shape[1]
         rows = slice(tokens, tokens + 1) if cls_only else slice(None)

@@ -16,7 +16,7 @@ from torch import nn
 
 from pixsearch.errors import ConfigError
 from pixsearch.models.hub import resolve_source
-from pixsearch.models.image_state import ImageState, score_items
+from pixsearch.models.image_state import ImageState, score_items, states_in_chunks
 from pixsearch.models.roles import Scores
 from pixsearch.models.runtime import resolve_device, resolve_dtype
 from pixsearch.models.spec import ModelOptions, ModelSpec
@@ -110,12 +110,7 @@ class VleItmReranker(_VleBackend):
 
     def image_states(self, features: Sequence[Any]) -> list[VleImageState]:
         """The first co-attention layer's image-only work per image (see `VleImageState`)."""
-        with torch.inference_mode():
-            return [
-                state
-                for start in range(0, len(features), BATCH)
-                for state in self.itm_pass.states(self._stack(features[start : start + BATCH]))
-            ]
+        return states_in_chunks(features, BATCH, lambda chunk: self.itm_pass.states(self._stack(chunk)))
 
     def score_items(
         self, query: str, items: Sequence[Any], keep: bool = False

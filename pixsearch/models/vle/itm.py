@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pixsearch.models.image_state import ImageState, attend_state
+from pixsearch.models.image_state import ImageState, attend_state, merge_heads, split_heads
 from pixsearch.models.vle.modeling import IMAGE_TOKEN_TYPE, TEXT_TOKEN_TYPE, mask_bias
 
 
@@ -33,11 +33,11 @@ def _attend(block: nn.Module, hidden: torch.Tensor, context: torch.Tensor, bias,
     part = hidden[:, rows]
     qkv = block.self
     batch = max(part.shape[0], context.shape[0])
-    query = qkv._split(qkv.query(part)).expand(batch, -1, -1, -1)
-    key = qkv._split(qkv.key(context)).expand(batch, -1, -1, -1)
-    value = qkv._split(qkv.value(context)).expand(batch, -1, -1, -1)
+    query = split_heads(qkv.query(part), qkv.heads).expand(batch, -1, -1, -1)
+    key = split_heads(qkv.key(context), qkv.heads).expand(batch, -1, -1, -1)
+    value = split_heads(qkv.value(context), qkv.heads).expand(batch, -1, -1, -1)
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
-    return block.output(out.transpose(1, 2).flatten(2), part)
+    return block.output(merge_heads(out), part)
 
 
 def _layer(layer: nn.Module, hidden, other, own_bias, other_bias, rows: slice) -> torch.Tensor:
@@ -62,10 +62,10 @@ class VleItmPass:
         image_layer = vle.cross_modal_image_layers[0]
         attended = _attend(image_layer.attention, image, image, None, slice(None))
         parts = (
-            text_cross._split(text_cross.key(image)),
-            text_cross._split(text_cross.value(image)),
+            split_heads(text_cross.key(image), text_cross.heads),
+            split_heads(text_cross.value(image), text_cross.heads),
             attended,
-            image_layer.crossattention.self._split(image_layer.crossattention.self.query(attended)),
+            split_heads(image_layer.crossattention.self.query(attended), image_layer.crossattention.self.heads),
         )
         return [VleImageState(tuple(p[i].clone() if own else p[i] for p in parts)) for i in range(features.shape[0])]
 
@@ -92,18 +92,18 @@ class VleItmPass:
         # text side: self-attention shared by every candidate, cross-attention to each image's keys/values
         shared = _attend(text_layer.attention, text, text, text_bias, rows)
         qkv = text_layer.crossattention.self
-        query = qkv._split(qkv.query(shared))
+        query = split_heads(qkv.query(shared), qkv.heads)
         context = torch.cat([attend_state(query, *item.tensors[:2]) for item in items])
-        hidden = text_layer.crossattention.output(context.transpose(1, 2).flatten(2), shared)
+        hidden = text_layer.crossattention.output(merge_heads(context), shared)
         new_text = text_layer.output(text_layer.intermediate(hidden), hidden)
         # image side: each image's cached queries against the text's keys/values
         qkv = image_layer.crossattention.self
-        key, value = qkv._split(qkv.key(text)), qkv._split(qkv.value(text))
+        key, value = split_heads(qkv.key(text), qkv.heads), split_heads(qkv.value(text), qkv.heads)
         attended = torch.stack([item.tensors[2][rows].to(text.dtype) for item in items])
         queries = torch.stack([item.tensors[3][:, rows].to(text.dtype) for item in items])
         count = len(items)
         out = F.scaled_dot_product_attention(
             queries, key.expand(count, -1, -1, -1), value.expand(count, -1, -1, -1), attn_mask=text_bias
         )
-        hidden = image_layer.crossattention.output(out.transpose(1, 2).flatten(2), attended)
+        hidden = image_layer.crossattention.output(merge_heads(out), attended)
         return new_text, image_layer.output(image_layer.intermediate(hidden), hidden)

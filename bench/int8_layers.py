@@ -1,4 +1,4 @@
-"""Dynamic int8 linear layers for CPU inference, and the probe that says whether they pay here.
+"""Dynamic int8 linear layers for CPU inference, for bench/query_latency.py's int8 verdict.
 
 A CPU without bf16 instructions (AVX2 only) runs bf16 and fp16 matmuls ~10x *slower* than fp32, but
 its int8 dot products (fbgemm's VPMADDUBSW kernels) run about twice as fast. `Int8Linear` keeps a
@@ -7,14 +7,15 @@ linear layer's weights as int8 with one scale per output channel and quantizes e
 
 The kernels are torch's `quantized::linear_dynamic`, the same ones `torch.ao.quantization.quantize_dynamic`
 uses. torch marks the quantized tensor type they take as deprecated; until it goes, `int8_available`
-says whether they still load, and callers fall back to float32 when not.
+says whether they still load. On random published-size BLIP weights they agreed with float32 too little
+(Kendall tau well below 0.95 over a top 16), so pixsearch itself keeps float32 and only the benchmark
+uses this, to measure that verdict again.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import time
 import warnings
 from collections.abc import Callable
 
@@ -81,37 +82,3 @@ def int8_available() -> bool:
         log.info("int8 linear layers unavailable: %s", error)
         return False
     return torch.backends.quantized.engine in ("x86", "fbgemm")
-
-
-def _best_of(fn: Callable[[], object], rounds: int = 5) -> float:
-    fn()  # warm-up: packing, first-touch
-    times = []
-    for _ in range(rounds):  # the fastest round: other processes only ever slow a round down
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def linear_throughput(dtype: str, rows: int = 512, width: int = 768, out: int = 768) -> float:
-    """GFLOP/s of one linear layer [rows, width] -> [rows, out] at 'float32', 'bfloat16', 'float16' or 'int8'."""
-    x = torch.randn(rows, width)
-    layer = nn.Linear(width, out)
-    if dtype == "int8":
-        fn: Callable[[], object] = functools.partial(Int8Linear(layer), x)
-    else:
-        kind = getattr(torch, dtype)
-        fn = functools.partial(layer.to(kind), x.to(kind))
-    with torch.inference_mode():
-        seconds = _best_of(fn)
-    return 2 * rows * width * out / seconds / 1e9
-
-
-@functools.cache
-def int8_is_fast(device: str = "cpu") -> bool:
-    """Measure whether int8 linear layers beat float32 here by a clear margin (1.3x) at a BERT-base shape."""
-    if device != "cpu" or not int8_available():
-        return False
-    fp32, int8 = linear_throughput("float32"), linear_throughput("int8")
-    log.info("int8 probe on cpu: fp32 %.1f GFLOP/s, int8 %.1f GFLOP/s", fp32, int8)
-    return int8 > 1.3 * fp32
