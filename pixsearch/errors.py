@@ -58,3 +58,7 @@ class FileAccessError(PathError):
 
 class LibraryBusyError(LibraryError):
     """Another process is writing to the library."""
+
+
+class XmpError(PixsearchError):
+    """An XMP sidecar cannot be read or merged safely; it was left as it was."""
