@@ -9,12 +9,14 @@ from typing import Annotated, Literal
 
 from fastapi import Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from pixsearch.search import ImageHit
 from pixsearch.search.results import FILTER
 from pixsearch.storage.annotations import MAX_TAG_LENGTH, Tag
 from pixsearch.storage.schema import ImageRow
 from pixsearch.web.captions import Caption
+from pixsearch.web.deps import MAX_ID
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -259,21 +261,32 @@ class HealthPublic(BaseModel):
     writes_enabled: bool
 
 
+KNN_MAX = 10_000  # clip-retrieval's front end asks for up to 10,000 (its download button)
+
+
 class KnnRequest(BaseModel):
     """The body clip-retrieval's ClipClient and front end send to `/knn-service`."""
 
     model_config = ConfigDict(extra="ignore")
     text: Annotated[str | None, PlainText] = None
     image: str | None = Field(None, description="the query image, base64")
-    image_url: Annotated[str | None, PlainText] = Field(None, description="refused unless the server allows image URLs")
+    image_url: Annotated[str | None, PlainText] = Field(
+        None,
+        description="a URL of this server's own photos (/api/images/{id}/file or /thumbnail), answered from the "
+        "stored vector; any other URL only when the server allows fetching image URLs",
+    )
     embedding_input: list[float] | None = None
     modality: Literal["image", "text"] = Field("image", description="which index to search")
-    num_images: int = Field(40, ge=1, le=1000)
-    num_result_ids: int | None = Field(None, ge=1, le=10000)
-    deduplicate: bool = False
-    indice_name: str | None = None
+    num_images: int = Field(40, ge=1, le=KNN_MAX, description="how many hits carry their caption and url")
+    num_result_ids: int | None = Field(
+        None, ge=1, le=KNN_MAX, description="how many hits (ids and similarities); default num_images"
+    )
+    deduplicate: bool = Field(
+        False, description="keep the best of each group of near-identical photos (linked above similarity 0.94)"
+    )
+    indice_name: str | None = Field(None, description="the index: 'pixsearch' (GET /indices-list), or none")
 
-    @field_validator("text", "image", "image_url", mode="before")
+    @field_validator("text", "image", "image_url", "indice_name", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -285,10 +298,31 @@ class KnnRequest(BaseModel):
 
 
 class KnnResult(BaseModel):
+    """One hit; like clip-retrieval's back end, a key without a value is left out (never null)."""
+
     id: int
     similarity: float
-    caption: str | None = None
-    url: str | None = None
+    caption: str | SkipJsonSchema[None] = Field(None, description="the photo's caption, or the text itself")
+    url: str | SkipJsonSchema[None] = Field(
+        None, description="a JPEG of the photo; only the first num_images hits carry it"
+    )
+
+
+class MetadataRequest(BaseModel):
+    """What clip-retrieval's front end asks `/metadata` for: the hits past the first page."""
+
+    ids: Annotated[list[Annotated[int, Field(ge=0, le=MAX_ID)]], Field(max_length=KNN_MAX)]
+    indice_name: str | None = None
+
+
+class Metadata(BaseModel):
+    caption: str | SkipJsonSchema[None] = None
+    url: str
+
+
+class MetadataResult(BaseModel):
+    id: int
+    metadata: Metadata
 
 
 # -- converters ----------------------------------------------------------------------------------
