@@ -74,6 +74,16 @@ def add_sim_weight_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+SERVE_ENVIRONMENT = """environment:
+  PIXSEARCH_API_KEY          key that changes to the library need (8+ characters; none: no changes)
+  PIXSEARCH_CORS_ORIGINS     web origins allowed to call the API from a browser (comma-separated), e.g.
+                             clip-retrieval's front end: PIXSEARCH_CORS_ORIGINS=http://localhost:1234
+  PIXSEARCH_ALLOW_IMAGE_URL  1: /knn-service fetches an image_url of another server (off: only this server's)
+  PIXSEARCH_MAX_UPLOAD_BYTES largest upload (default 20000000)
+  PIXSEARCH_CAPTIONER, PIXSEARCH_ANSWERER, PIXSEARCH_ENTAILER, PIXSEARCH_RERANKER, PIXSEARCH_WRITER: model specs
+"""
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; the training commands' own parsers only when `command` is one of them."""
     parser = argparse.ArgumentParser(prog="pixsearch", description="Search your photos by words or by a photo.")
@@ -151,7 +161,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_common_options(cache)
     cache.add_argument("--rerank", metavar="SPEC", help="the reranker (env PIXSEARCH_RERANKER)")
 
-    serve = commands.add_parser("serve", help="the web UI and JSON API over the library")
+    serve = commands.add_parser(
+        "serve", help="the web UI and JSON API over the library", epilog=SERVE_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     add_common_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
@@ -163,6 +176,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     serve.add_argument(
         "--llm", metavar="SPEC", help="writes answers from the caption and the VQA answers (env PIXSEARCH_WRITER)"
     )
+    serve.add_argument(
+        "--cors-origins", metavar="ORIGINS",
+        help="comma-separated web origins whose pages may call the API, e.g. where clip-retrieval's front end "
+        "is served: http://localhost:1234 (env PIXSEARCH_CORS_ORIGINS; default none)",
+    )  # fmt: skip
 
     duplicates = commands.add_parser("duplicates", help="list groups of near-identical photos")
     add_common_options(duplicates)

@@ -312,6 +312,10 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _origins(raw: str | None) -> tuple[str, ...] | None:
+    return None if raw is None else tuple(origin.strip() for origin in raw.split(",") if origin.strip())
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from pixsearch.web import WebOptions
     from pixsearch.web.server import serve
@@ -325,6 +329,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         reranker=settings.reranker,
         entailer=args.entailer,
         writer=args.llm,
+        cors_origins=_origins(args.cors_origins),
     )
     print(f"pixsearch: serving {settings.library} at http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
     serve(settings, options, args.host, args.port, rerank_hook=reranker.rerank_images if reranker else None)
