@@ -195,6 +195,7 @@ def first_of_each_group(vectors: npt.NDArray[np.float32], threshold: float = DUP
     near = np.empty((count, count), dtype=bool)
     for start in range(0, count, _BLOCK):
         np.greater(vectors[start : start + _BLOCK] @ vectors.T, threshold, out=near[start : start + _BLOCK])
+    linked = near.sum(axis=1) > 1  # more than itself: most hits of a real library are alone
     unseen = np.ones(count, dtype=bool)
     kept = []
     for first in range(count):
@@ -202,7 +203,7 @@ def first_of_each_group(vectors: npt.NDArray[np.float32], threshold: float = DUP
             continue
         kept.append(first)
         unseen[first] = False
-        frontier = np.array([first])
+        frontier = np.array([first] if linked[first] else [], dtype=np.int64)
         while frontier.size:  # breadth-first through the group: each row is read once in all
             reached = near[frontier].any(axis=0) & unseen
             unseen[reached] = False

@@ -40,17 +40,26 @@ def plain_text(value: str | None) -> str | None:
 PlainText = AfterValidator(plain_text)
 
 
-# a camera's EXIF time and the server's clock carry no time zone, so these are not RFC 3339 date-times
+# a camera's EXIF time carries no time zone (the clock on the camera said so, wherever it was): not an
+# RFC 3339 date-time, which must have one, so a plain string
 LocalDateTime = Annotated[
     datetime,
     WithJsonSchema(
         {
             "type": "string",
-            "description": "ISO 8601 date and time without a time zone",
+            "description": "ISO 8601 date and time as the camera's clock said it, without a time zone",
             "example": "2021-06-15T10:30:00",
         }
     ),
 ]
+
+
+def _with_zone(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.astimezone()  # the server's clock: its local zone
+
+
+# times of the server's own clock (indexed, captioned): an RFC 3339 date-time with the server's offset
+ServerDateTime = Annotated[datetime, AfterValidator(_with_zone)]
 
 
 class ErrorPublic(BaseModel):
@@ -60,6 +69,7 @@ class ErrorPublic(BaseModel):
 # every route with parameters or a body: the handlers answer a bad one in this shape, not FastAPI's list
 INVALID = {
     400: {"model": ErrorPublic, "description": "the body cannot be read (not UTF-8, nested too deeply)"},
+    413: {"model": ErrorPublic, "description": "the body is over the server's upload limit"},
     422: {"model": ErrorPublic, "description": "a parameter or the body is invalid (the reason names it)"},
 }
 
@@ -116,7 +126,7 @@ class CaptionPublic(BaseModel):
     caption: str
     source: Literal["model", "user"]
     model: str | None = None
-    created_at: str
+    created_at: ServerDateTime
     generated: bool = Field(False, description="made by this request")
     stored: bool = Field(
         True, description="kept in the library; false: made for a caller without the API key, kept in memory only"
@@ -238,7 +248,7 @@ class ImagePublic(BaseModel):
     size: int = Field(description="file size in bytes")
     taken_at: LocalDateTime | None = None
     camera: str | None = None
-    indexed_at: LocalDateTime
+    indexed_at: ServerDateTime
     caption: CaptionPublic | None = None
     tags: list[TagPublic]
     thumbnail_url: str

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import ast
 import base64
 import http.server
 import json
 import threading
-from collections import defaultdict
 from collections.abc import Iterator
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
-from types import SimpleNamespace
 
-import faiss
 import numpy as np
 import pytest
+from clip_retrieval_code import knn_service_dedup
 from sqlalchemy import select
 
 from pixsearch.models import create
@@ -121,22 +117,10 @@ def stored_vectors(library_dir: Path, image_ids: list[int]) -> np.ndarray:
 
 
 def clip_retrieval_dedup():
-    """clip-retrieval's own deduplication (KnnService.get_non_uniques and connected_components), taken
-    from its installed clip_back.py: the module itself imports a web stack this test does not need."""
-    try:
-        source = Path(distribution("clip-retrieval").locate_file("clip_retrieval/clip_back.py")).read_text()
-    except (PackageNotFoundError, OSError):
+    found = knn_service_dedup()
+    if found is None:
         pytest.skip("clip-retrieval is not installed (pip install --no-deps clip-retrieval)")
-    service = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "KnnService")
-    wanted = [
-        n
-        for n in service.body
-        if isinstance(n, ast.FunctionDef) and n.name in ("connected_components", "get_non_uniques")
-    ]
-    namespace = {"faiss": faiss, "np": np, "defaultdict": defaultdict}
-    exec(compile(ast.Module(body=wanted, type_ignores=[]), "clip_back.py", "exec"), namespace)  # noqa: S102
-    this = SimpleNamespace(connected_components=lambda neighbours: namespace["connected_components"](this, neighbours))
-    return lambda vectors: set(namespace["get_non_uniques"](this, np.ascontiguousarray(vectors, dtype=np.float32)))
+    return found
 
 
 def test_deduplicate_matches_clip_retrieval_on_the_same_vectors(client, image_ids, library_dir) -> None:

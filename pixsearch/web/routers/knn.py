@@ -19,6 +19,7 @@ from pixsearch.errors import ConfigError
 from pixsearch.web.context import WebContext
 from pixsearch.web.deps import ContextDep
 from pixsearch.web.knn_query import INDEX_NAME, KnnHit, check_index_name, knn_vector, nearest, texts_of
+from pixsearch.web.openapi import json_body
 from pixsearch.web.schemas import (
     ErrorPublic,
     KnnRequest,
@@ -49,11 +50,6 @@ def _json_body(raw: bytes, model: type[BaseModel]) -> Any:
         raise RequestValidationError(error.errors()) from None
 
 
-def _request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """The request body as the schema documents it (the route reads it itself, whatever its content type)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
-
-
 def _image_url(request: Request, image_id: int) -> str:
     return f"{request.url_for('image_thumbnail', image_id=image_id)}?size=large"
 
@@ -62,9 +58,7 @@ def _image_metadata(context: WebContext, request: Request, image_ids: list[int])
     """Caption (when there is one) and image URL of the photos that exist, by id."""
     rows = context.image_rows(image_ids)
     captions = context.captions.texts(list(rows.values()), context.options.captioner)
-    return {
-        image_id: Metadata(caption=captions.get(image_id), url=_image_url(request, image_id)) for image_id in rows
-    }
+    return {image_id: Metadata(caption=captions.get(image_id), url=_image_url(request, image_id)) for image_id in rows}
 
 
 def _answer(context: WebContext, request: Request, query: KnnRequest) -> list[KnnResult]:
@@ -87,7 +81,7 @@ def _answer(context: WebContext, request: Request, query: KnnRequest) -> list[Kn
     "/knn-service",
     response_model=list[KnnResult],
     response_model_exclude_none=True,
-    openapi_extra=_request_body(KnnRequest),
+    openapi_extra=json_body(KnnRequest),
     responses={
         400: {"model": ErrorPublic, "description": "no query or several, bad base64, bad embedding, not JSON"},
         403: {"model": ErrorPublic, "description": "image_url of another server, while fetching URLs is off"},
@@ -118,7 +112,7 @@ def indices_list() -> list[str]:
     "/metadata",
     response_model=list[MetadataResult],
     response_model_exclude_none=True,
-    openapi_extra=_request_body(MetadataRequest),
+    openapi_extra=json_body(MetadataRequest),
     responses={400: BAD_BODY, 404: BAD_INDEX, 422: {"model": ErrorPublic, "description": "ids not a list of ids"}},
 )
 async def metadata(request: Request, context: ContextDep) -> list[MetadataResult]:
