@@ -33,6 +33,7 @@ from pixsearch.storage.schema import ImageRow
 from pixsearch.web import WebOptions
 
 PHOTOS = 64  # the front end shows 40, then asks /metadata for more while the page scrolls
+FRONT = "const root = document.querySelector('clip-front')?.shadowRoot;"
 FIGURES = "return [...document.querySelector('clip-front').shadowRoot.querySelectorAll('figure')]"
 
 
@@ -87,7 +88,7 @@ def front_url(captions: tuple[Path, dict[int, str]]) -> Iterator[str]:
     with static_files(build) as front:
         options = WebOptions(cors_origins=(front,), cutoff_z=None, duplicate_threshold=None, keyword_weight=0.0)
         with live_server(Settings(library=captions[0]), options) as port:
-            query = urlencode({"back": f"http://127.0.0.1:{port}", "index": "pixsearch", "query": "shapes"})
+            query = urlencode({"back": f"http://127.0.0.1:{port}", "index": "pixsearch"})
             yield f"{front}/?{query}"
 
 
@@ -100,46 +101,63 @@ def _figures(driver) -> list[dict]:
     )
 
 
+def until(driver, wait, condition, what: str) -> None:
+    """wait.until, failing with what the front end shows and says (its state, its console)."""
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        wait.until(condition)
+    except TimeoutException:
+        state = driver.execute_script(
+            "const c = document.querySelector('clip-front');"
+            "return {text: c.text, images: c.images && c.images.length, lastMetadataId: c.lastMetadataId}"
+        )
+        raise AssertionError(
+            f"no {what}: {len(_figures(driver))} figures, {state}, console {driver.get_log('browser')[-5:]}"
+        ) from None
+
+
 def test_clip_retrieval_front_end_searches_pages_and_finds_similar(browser, front_url, captions) -> None:  # noqa: F811
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver, written = browser, captions[1]
     wait = WebDriverWait(driver, 60)
-    driver.get(front_url)  # ?query= searches at once
-    wait.until(
-        lambda d: d.execute_script("const f = document.querySelector('clip-front'); return !!f && !!f.shadowRoot")
-    )
-    wait.until(lambda d: len(_figures(d)) > 0)
-    # the tiny random model makes every photo look alike: show the near-duplicates too, as a person
-    # would by unticking the box (the search runs again, without deduplication)
+    driver.get(front_url)
+    wait.until(lambda d: d.execute_script(FRONT + "return !!root && root.querySelectorAll('option').length > 0"))
+    # the tiny random model makes every photo look alike: a person unticks "Hide (near) duplicate images"
+    # to see them all, then searches
     driver.execute_script(
-        "const root = document.querySelector('clip-front').shadowRoot;"
-        "[...root.querySelectorAll('label')].find(l => l.textContent.includes('Hide (near) duplicate images'))"
+        FRONT + "[...root.querySelectorAll('label')].find(l => l.textContent.includes('Hide (near) duplicate'))"
         ".querySelector('input').click()"
     )
-    wait.until(lambda d: len(_figures(d)) == 40)
+    front = driver.find_element(By.CSS_SELECTOR, "clip-front").shadow_root
+    front.find_element(By.ID, "searchBar").send_keys("shapes")
+    front.find_element(By.ID, "textSearch").click()
+    until(driver, wait, lambda d: len(_figures(d)) >= 40 and all(f["loaded"] for f in _figures(d)[:40]), "a first page")
+    # scrolling down makes the front end ask /metadata for the hits past its first 40
+    until(
+        driver,
+        wait,
+        lambda d: d.execute_script("window.scrollTo(0, document.body.scrollHeight)") or len(_figures(d)) == PHOTOS,
+        "every hit shown after scrolling",
+    )
     wait.until(lambda d: all(f["loaded"] for f in _figures(d)))
-    first_page = _figures(driver)
-    for figure in first_page:
+    shown = _figures(driver)
+    assert len({f["src"] for f in shown}) == PHOTOS
+    for figure in shown:
         image_id = int(figure["src"].split("/api/images/")[1].split("/")[0])
-        assert figure["caption"] == written.get(image_id, ""), figure  # a photo without a caption still shows
-
-    driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")  # the front end asks /metadata
-    wait.until(lambda d: len(_figures(d)) > 40)
-    driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
-    wait.until(lambda d: len(_figures(d)) == PHOTOS)
-    wait.until(lambda d: all(f["loaded"] for f in _figures(d)))
-    assert len({f["src"] for f in _figures(driver)}) == PHOTOS
+        assert figure["caption"] == written.get(image_id, ""), figure  # a photo without a caption shows too
 
     # "similar image" on the 7th result: it sends that photo's URL here, answered from its stored vector
     driver.execute_script("window.scrollTo(0, 0)")
     figure = driver.execute_script(FIGURES + "[6]")
-    chosen = _figures(driver)[6]["src"]
+    chosen = shown[6]["src"]
     button = driver.execute_script("return arguments[0].querySelector('img.subImageSearch')", figure)
     ActionChains(driver).move_to_element(figure).pause(0.2).click(button).perform()
-    wait.until(lambda d: _figures(d) and _figures(d)[0]["src"] == chosen)
-    wait.until(lambda d: len(_figures(d)) == 40 and all(f["loaded"] for f in _figures(d)))
+    until(driver, wait, lambda d: len(_figures(d)) >= 40 and _figures(d)[0]["src"] == chosen, "the chosen photo first")
+    wait.until(lambda d: all(f["loaded"] for f in _figures(d)[:40]))
     assert "imageUrl=" in driver.current_url
 
 
