@@ -58,3 +58,7 @@ class FileAccessError(PathError):
 
 class LibraryBusyError(LibraryError):
     """Another process is writing to the library."""
+
+
+class ClusterError(PixsearchError):
+    """A Ray cluster cannot be reached, or a job on it failed."""
