@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 import time
 
@@ -135,6 +136,8 @@ def _ray_options(args: argparse.Namespace, settings: Settings) -> RayOptions | N
             raise ConfigError("--ray-actors needs --ray ADDRESS")
         return None
     require_ray()
+    if not args.verbose:  # Ray Data logs each job's plan and timing at INFO; our bars show progress
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     return RayOptions(args.ray, args.ray_actors, _options(settings))
 
 

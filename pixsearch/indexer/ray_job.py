@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pixsearch.errors import ClusterError, ConfigError
+from pixsearch.errors import ClusterError, ConfigError, PixsearchError
 from pixsearch.indexer import shards
 from pixsearch.indexer.decode import DecodeOptions, Failure, PhotoFacts
 from pixsearch.models.spec import ModelOptions
@@ -147,7 +147,21 @@ def embed_to_shards(options: RayOptions, job: EmbedJob, paths: Sequence[str], fo
                 name = folder / f"{run}-{number:06d}{shards.SUFFIX}"
                 yield shards.write_shard(name, job.model_key, batch_of(table, job.dim))
         except ray.exceptions.RayError as error:
-            raise ClusterError(f"the Ray job failed: {error}") from error
+            raise ClusterError(f"the Ray job failed: {failure_reason(error)}") from error
+
+
+def failure_reason(error: BaseException) -> str:
+    """The worker's own error where Ray carries one (a model that will not load, say), else Ray's
+    message's last line: Ray's text is the remote traceback, which ends with the error itself."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, PixsearchError):
+            return f"{type(seen).__name__}: {seen}"
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def batch_of(table: Any, dim: int) -> shards.EmbeddedBatch:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import assert_consistent, rows
 from images import draw, write_folder
 from sqlalchemy import select
@@ -23,12 +24,15 @@ from test_formats import _exif_jpeg
 from pixsearch.cli import main
 from pixsearch.indexer import Indexer, IndexOptions, Progress, shards
 from pixsearch.indexer.ray_job import RayOptions
+from pixsearch.models import ModelOptions, create
 from pixsearch.storage import Library
 from pixsearch.storage.schema import Embedding, ImageRow, SkippedFile
 
 ray = pytest.importorskip("ray")
 
 MAX_PIXELS = 5_000_000  # bomb.png (6 Mpx) is refused by the readers, as by a local run
+# both runs embed on the same device: float32 on a CPU; float16 on a GPU, where batches differ in make-up
+TOLERANCE = 5e-3 if torch.cuda.is_available() else 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +54,19 @@ def snapshot(library: Library) -> tuple[dict[str, tuple], dict[str, np.ndarray],
     return facts, vectors, skipped
 
 
-def assert_same_library(library: Library, expected: Library) -> None:
+def assert_same_library(library: Library, expected: Library, tolerance: float = TOLERANCE) -> None:
     facts, vectors, skipped = snapshot(library)
     expected_facts, expected_vectors, expected_skipped = snapshot(expected)
     assert facts == expected_facts
     assert skipped == expected_skipped
     for path, vector in expected_vectors.items():
-        np.testing.assert_allclose(vectors[path], vector, atol=1e-5, err_msg=path)
+        np.testing.assert_allclose(vectors[path], vector, atol=tolerance, err_msg=path)
     assert_consistent(library)
     assert shards.pending(shards.folder_of(library.root)) == []
 
 
 def local_library(root: Path, encoder, folder: Path) -> Library:
-    library = Library.open(root)
+    library = Library.open(root)  # the encoder runs where ModelOptions() says: auto, as the Ray actors
     Indexer(library, encoder, IndexOptions(workers=0, batch_size=4, max_pixels=MAX_PIXELS)).run([folder])
     return library
 
@@ -113,3 +117,18 @@ def test_interrupted_ray_job_then_rerun_with_moves_and_deletions(cluster, encode
     assert (report.recovered, report.moved, report.removed) == (0, 1, 1)
     assert report.embedded == len(paths) - len(merged) + 1
     assert_same_library(library, local_library(tmp_path / "local", encoder, folder))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
+def test_ray_actors_embed_on_the_gpu(cluster, clip_spec, tmp_path: Path, caplog) -> None:
+    assert ray.cluster_resources().get("GPU", 0) >= 1  # ray.init found the GPU
+    folder = tmp_path / "photos"
+    write_folder(folder, 8)
+    library = Library.open(tmp_path / "ray")
+    with caplog.at_level(logging.INFO, logger="pixsearch.indexer.ray_job"):
+        report = Indexer(library, create(clip_spec), IndexOptions(workers=0, ray=RayOptions("auto"))).run([folder])
+    assert report.embedded == 8
+    assert "gpus_per_actor=1.0" in caplog.text
+    cpu = create(clip_spec, options=ModelOptions(device="cpu", dtype="float32"))
+    assert_same_library(library, local_library(tmp_path / "cpu", cpu, folder), tolerance=1e-2)  # fp16 vs fp32

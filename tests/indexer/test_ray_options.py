@@ -42,3 +42,14 @@ def test_ray_actors_without_ray_is_refused(tmp_path: Path, clip_spec: str, capsy
     (tmp_path / "photos").mkdir()
     code = main(["index", str(tmp_path / "photos"), "--library", str(tmp_path / "lib"), "--ray-actors", "2"])
     assert code != 0 and "--ray-actors needs --ray" in capsys.readouterr().err
+
+
+def test_a_failed_job_is_told_by_the_workers_own_error() -> None:
+    from pixsearch.errors import ModelNotFoundError
+    from pixsearch.indexer.ray_job import failure_reason
+
+    remote = "Traceback (most recent call last):\n  File 'x.py', line 1\npixsearch.errors.ModelLoadError: bad\n  "
+    assert failure_reason(RuntimeError(remote)) == "pixsearch.errors.ModelLoadError: bad"
+    wrapped = RuntimeError("the actor died")
+    wrapped.cause = ModelNotFoundError("model clip:/m: no folder /m")  # how Ray carries a task's error
+    assert failure_reason(wrapped) == "ModelNotFoundError: model clip:/m: no folder /m"
