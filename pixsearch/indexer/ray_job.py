@@ -102,13 +102,14 @@ def connected(address: str) -> Iterator[Any]:
     """This process joined to a Ray cluster for the block; one it was already joined to is kept joined."""
     ray = require_ray()
     if ray.is_initialized():  # the caller (an application, a test) manages its own connection
+        log.info("using this process's Ray connection, not %r", address)
         yield ray
         return
     try:
         ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise ClusterError(
-            f"cannot join the Ray cluster at {address!r}: {error}. Start one with `ray start --head`, "
+            f"cannot join the Ray cluster at {address!r}: {str(error).rstrip('.')}. Start one with `ray start --head`, "
             "or pass --ray local to run one on this machine for this run"
         ) from error
     try:
