@@ -44,7 +44,9 @@ def register(subparsers: Any) -> None:
     """Add `synth`, `train`, `eval` and `demo` to the `pixsearch` command's subparsers."""
     _synth_parser(subparsers.add_parser("synth", help="generate a synthetic data set of coloured shapes"))
     _train_parser(subparsers.add_parser("train", help="train or fine-tune a model on image-caption pairs"))
-    _eval_parser(subparsers.add_parser("eval", help="recall, VQA accuracy, BLEU-4 and CIDEr on a data set"))
+    _eval_parser(
+        subparsers.add_parser("eval", help="recall, VQA and entailment accuracy, BLEU-4 and CIDEr on a data set")
+    )
     _demo_parser(subparsers.add_parser("demo", help="offline demo: synthetic library, packaged tiny models, web UI"))
 
 
@@ -114,6 +116,10 @@ def _eval_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--questions", type=Path, help="questions .jsonl for VQA accuracy")
     parser.add_argument("--answerer", metavar="SPEC", help="VQA model")
     parser.add_argument("--captioner", metavar="SPEC", help="captioning model (BLEU-4, CIDEr against --data)")
+    parser.add_argument(
+        "--statements", type=Path, help="statements .jsonl / .csv (image, statement, label yes/no/maybe) for --entailer"
+    )
+    parser.add_argument("--entailer", metavar="SPEC", help="visual entailment model (accuracy on --statements)")
     parser.add_argument(
         "--llm", metavar="SPEC", help="with --answerer and --captioner: also score answers this language model writes"
     )
