@@ -63,12 +63,17 @@ def _synth_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(parser: argparse.ArgumentParser) -> None:
+    from pixsearch.train.native import NATIVE_TRAINABLE
+    from pixsearch.train.tasks import TRAINABLE
+
     add_common_options(parser)
-    parser.add_argument("backend", choices=["clip", "siglip", "blip-itm", "blip-caption", "blip-vqa"])
+    parser.add_argument("backend", choices=[*TRAINABLE, *NATIVE_TRAINABLE])
     parser.add_argument(
         "--data", type=Path, required=True, help="captions (.json Karpathy, .csv, .jsonl); VQA: questions .jsonl"
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder; load the result as BACKEND:OUT")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder (the publisher's layout); load it as BACKEND:OUT"
+    )
     parser.add_argument("--init", help="checkpoint to fine-tune (folder or hub id); default: a tiny model from scratch")
     parser.add_argument("--images", type=Path, help="image root (default: the data file's folder)")
     parser.add_argument("--split", default="train", help="train on this split ('all' for every row)")
