@@ -87,7 +87,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--negatives",
         type=Path,
-        help="blip-itm: captions false of the images (.csv / .jsonl, columns image and negative), e.g. swapped attributes",
+        help="blip-itm / vle-itm: captions false of the images (.csv / .jsonl, columns image and negative), e.g. swapped attributes",
     )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pixsearch.errors import ModelLoadError
-from pixsearch.models.ofa.config import OfaConfig, OfaTaskConfig
+from pixsearch.errors import ConfigError
+from pixsearch.models.ofa.backends import REQUIRED_FILES
+from pixsearch.models.ofa.config import OfaTaskConfig
 from pixsearch.models.ofa.generation import AnswerTrie
-from pixsearch.models.ofa.loading import find_checkpoint, load_state
-from pixsearch.models.ofa.modeling import OfaModel
+from pixsearch.models.ofa.loading import find_checkpoint, load_model
 from pixsearch.models.ofa.processor import OfaProcessor
 from pixsearch.models.ofa.tokenizer import OfaTokenizer
 from pixsearch.models.preprocess import ImageTransform
-from pixsearch.train.data import TrainData
-from pixsearch.train.tasks import batch_indices
+from pixsearch.train.data import load_statements
+from pixsearch.train.native import NativeBackend, NativeSetup, NativeTask, read_state_dict
 
 
 def ofa_processor(directory: Path) -> OfaProcessor:
@@ -43,32 +43,27 @@ def _pad(rows: list[list[int]], pad: int) -> torch.Tensor:
     return torch.tensor([row + [pad] * (width - len(row)) for row in rows])
 
 
-class OfaVeTask:
+class OfaVeTask(NativeTask):
     """Visual entailment on an OFA folder in ModelScope's layout; `data.qa` holds (statement, answer)."""
 
-    backend = "ofa-ve"
-
-    def __init__(self, directory: Path, data: TrainData, batch_size: int, seed: int) -> None:
-        self.directory = Path(directory)
-        self.data, self.seed = data, seed
-        self.batch_size = min(batch_size, len(data))
-        self.items_per_step = self.batch_size
+    def __init__(self, setup: NativeSetup) -> None:
+        super().__init__(setup)
+        self.weights_file = find_checkpoint(self.directory).name
         self.processor = ofa_processor(self.directory)
         tokenizer = self.processor.tokenizer
         self.answers = self.processor.task.answers
         self.answer_tokens = {answer: tokenizer.encode(" " + answer) for answer in self.answers}
         self.trie = AnswerTrie(list(self.answer_tokens.values()), tokenizer.bos_token_id, tokenizer.eos_token_id)
-        unknown = sorted({answer for pairs in data.qa for _, answer in pairs} - set(self.answers))
+        unknown = sorted({answer for pairs in self.data.qa for _, answer in pairs} - set(self.answers))
         if unknown:
-            raise ModelLoadError(f"{self.directory}: answers {unknown} are not the model's {self.answers}")
-        self.model = OfaModel(OfaConfig.from_file(self.directory / "config.json"))
-        self.model.float()
-        self.pixels = torch.from_numpy(data.pixels)
+            raise ConfigError(f"{self.directory}: answers {unknown} are not the model's ({', '.join(self.answers)})")
+        self.model = load_model(self.directory, dtype=torch.float32)
+        self.model.requires_grad_(True).train()
+        # the stored name of each weight: ModelScope's files may put 'model.' before every key
+        stored = read_state_dict(self.directory / self.weights_file)
+        prefix = "model." if stored and all(key.startswith("model.") for key in stored) else ""
+        self.stored = {name: prefix + name for name in self.model.state_dict() if prefix + name in stored}
         self._allowed = self._allowed_masks()
-
-    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a checkpoint's state dict (OFA names, as `loading.read_state_dict` gives) strictly."""
-        load_state(self.model, state)
 
     def _allowed_masks(self) -> dict[str, torch.Tensor]:
         """Per answer: [tokens + 1, vocab] bool, the tokens the trie allows at each answer position."""
@@ -81,14 +76,6 @@ class OfaVeTask:
             masks[answer] = mask
         return masks
 
-    def indices(self, step: int):
-        return batch_indices(len(self.data), self.batch_size, self.seed, step)
-
-    def rng(self, step: int):
-        import numpy as np
-
-        return np.random.default_rng([self.seed, step, 1])
-
     def loss(self, step: int) -> torch.Tensor:
         rng, rows = self.rng(step), self.indices(step)
         picked = [self.data.qa[i][rng.integers(len(self.data.qa[i]))] for i in rows]
@@ -98,6 +85,7 @@ class OfaVeTask:
             _pad([t.input_ids for t in texts], pad), self.pixels[rows], torch.ones(len(rows), dtype=torch.bool)
         )
         decoder_rows = [[*t.decoder_prompt, *self.answer_tokens[a]] for t, (_, a) in zip(texts, picked, strict=True)]
+        # right-padded: attention is causal, so no scored position sees a pad
         logits = self.model.decoder(_pad(decoder_rows, pad), encoder_out)
         total = logits.new_zeros(())
         for row, (text, (_, answer)) in enumerate(zip(texts, picked, strict=True)):
@@ -108,6 +96,13 @@ class OfaVeTask:
             total = total + F.cross_entropy(step_logits, targets, reduction="sum")
         return total / len(rows)
 
-    @property
-    def checkpoint(self) -> Path:
-        return find_checkpoint(self.directory)
+    def trained_weights(self) -> dict[str, torch.Tensor]:
+        """Every weight under its stored name; tied names (the shared embedding) each get the tensor."""
+        state = self.model.state_dict()
+        return {stored: state[name] for name, stored in self.stored.items()}
+
+    def read_weights(self, directory: Path) -> dict[str, torch.Tensor]:
+        return load_model(Path(directory)).state_dict()
+
+
+VE_BACKEND = NativeBackend(REQUIRED_FILES, "pytorch_model.bin", ofa_transform, load_statements, OfaVeTask)

@@ -23,6 +23,7 @@ from pixsearch.train.tokenizer import words_of
 
 log = logging.getLogger(__name__)
 
+RERANKERS_WITH_NEGATIVES = ("blip-itm", "vle-itm")  # the ITM tasks that use explicit false captions
 Progress = Callable[[str, int, int, float | None], None]  # (phase, done, total, loss or None)
 
 
@@ -35,7 +36,7 @@ class TrainJob:
     data: a captions file (Karpathy JSON, CSV, JSONL) or, for VQA, a questions JSONL file.
     init: the checkpoint to start from (a folder or hub id); None builds a tiny model from scratch.
     miner: for blip-itm, the dual encoder spec whose confusions give the hard negatives.
-    negatives: for blip-itm, an optional file of captions false of the training images (CSV or JSONL
+    negatives: for blip-itm or vle-itm, an optional file of captions false of the training images (CSV or JSONL
         with columns image and negative, paths relative to image_root); they teach word order.
     """
 
@@ -61,8 +62,8 @@ class TrainJob:
             raise ConfigError(f"a miner (--miner) mines hard negatives for blip-itm, not {self.backend}")
         if self.backend == "blip-itm" and not self.miner:
             raise ConfigError("training blip-itm needs a dual encoder to mine hard negatives (--miner SPEC)")
-        if self.negatives is not None and self.backend != "blip-itm":
-            raise ConfigError(f"a negatives file trains a blip-itm reranker, not {self.backend}")
+        if self.negatives is not None and self.backend not in RERANKERS_WITH_NEGATIVES:
+            raise ConfigError(f"a negatives file trains a blip-itm or vle-itm reranker, not {self.backend}")
         if self.backend == "siglip" and self.init is None:
             raise ConfigError(
                 "siglip is fine-tuned from a checkpoint (--init); tiny models from scratch are clip / blip"

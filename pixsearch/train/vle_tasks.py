@@ -9,7 +9,7 @@ co-attention layers (it was written for inference); the DeBERTa tower keeps its 
 
 from __future__ import annotations
 
-import copy
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -18,19 +18,21 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pixsearch.errors import ConfigError
+from pixsearch.errors import ConfigError, ModelLoadError
 from pixsearch.models.preprocess import ImageTransform
+from pixsearch.models.vle.backends import REQUIRED_FILES
 from pixsearch.models.vle.config import VleConfig
 from pixsearch.models.vle.heads import Head
 from pixsearch.models.vle.processor import VleProcessor, image_transform_from_dir
-from pixsearch.models.vle.weights import build_model
-from pixsearch.train.data import TrainData
-from pixsearch.train.tasks import batch_indices
-from pixsearch.train.vle_checkpoint import VleSource, VleWriter, load_trained, new_head_state
+from pixsearch.models.vle.weights import build_model, load_vle
+from pixsearch.train.data import load_captions, load_questions
+from pixsearch.train.native import NativeBackend, NativeSetup, NativeTask, read_state_dict, save_publisher_layout
+from pixsearch.train.tiny import TinyConfig
+from pixsearch.train.vle_checkpoint import new_head_state, stored_names, weights_file
+from pixsearch.train.vle_tiny import build_tiny_vle
 
 log = logging.getLogger(__name__)
 
-VLE_BACKENDS = {"vle-vqa": Head.VQA, "vle-itm": Head.ITM}
 EXPLICIT_SHARE = 0.5  # ITM: the chance a negative caption is one of the image's explicit false edits, when it has any
 
 
@@ -39,68 +41,70 @@ def vle_transform(directory: Path) -> ImageTransform:
     return image_transform_from_dir(Path(directory))
 
 
-def step_seed(seed: int, step: int) -> int:
-    """The torch seed of one step (dropout): a function of (seed, step) only, so a resumed run repeats it."""
-    return int(np.random.default_rng([seed, step, 2]).integers(2**62))
-
-
-class _VleTask:
-    """Loading a VLE checkpoint for one head, per-step randomness, saving like the original."""
+class _VleTask(NativeTask):
+    """A VLE head model loaded for training in float32, its weights mapped to their checkpoint keys."""
 
     head: Head
-    backend: str
 
-    def __init__(self, directory: Path, data: TrainData, batch_size: int, seed: int) -> None:
-        self.directory = Path(directory)
-        self.source = VleSource.read(self.directory)
+    def __init__(self, setup: NativeSetup) -> None:
+        super().__init__(setup)
+        self.weights_file = weights_file(self.directory)
         self.processor = VleProcessor.from_dir(self.directory)
-        self.data, self.seed = data, seed
-        self.batch_size = min(batch_size, len(data))
-        self.items_per_step = self.batch_size
-        self.raw_config = copy.deepcopy(self.source.raw_config)
-        state, added = self.prepare(dict(self.source.state), torch.Generator().manual_seed(seed))
+        self.raw_config = load_raw_config(self.directory)
+        self.changed: list[str] = []  # checkpoint keys that grow or are new (set by `prepare`)
+        # cloned out of the memory-mapped file: the model is built on these tensors and trains them
+        state = {k: v.clone() for k, v in read_state_dict(self.directory / self.weights_file).items()}
+        state = self.prepare(state, torch.Generator().manual_seed(self.seed))
+        self.stored = stored_names(list(state), self.head)
         self.model, _ = build_model(VleConfig.from_dict(self.raw_config), self.head, state)
-        self.model.float()
-        self.writer = VleWriter(self.source, self.head, added)
-        self.pixels = torch.from_numpy(data.pixels)
+        self.model.float().requires_grad_(True).train()
 
     @property
     def fusion_width(self) -> int:
         return 2 * int(self.raw_config.get("hidden_size", 768))
 
-    def has_head(self, state: dict[str, torch.Tensor], name: str) -> bool:
-        return any(key.split(".", 1)[0] == name for key in state)
-
-    def prepare(
-        self, state: dict[str, torch.Tensor], generator: torch.Generator
-    ) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """The starting state (checkpoint names) and the names of head keys added to it."""
+    def prepare(self, state: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The starting state (checkpoint keys), with any head change made; records `changed`."""
         raise NotImplementedError
 
-    def rng(self, step: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, step, 1])
-
-    def indices(self, step: int) -> np.ndarray:
-        return batch_indices(len(self.data), self.batch_size, self.seed, step)
+    def add_head(self, state: dict[str, torch.Tensor], out: int, generator: torch.Generator) -> None:
+        dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+        head = new_head_state(self.head, self.fusion_width, out, generator)
+        state.update({key: tensor.to(dtype) for key, tensor in head.items()})
+        self.changed += list(head)
 
     def tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.processor.tokenizer(texts)
 
     def loss(self, step: int) -> torch.Tensor:
+        # the DeBERTa tower's dropout draws from torch's global generator: seed it by step
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(step_seed(self.seed, step))
+            torch.manual_seed(self.generator(step).initial_seed())
             return self.step_loss(step)
 
     def step_loss(self, step: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def save(self, directory: Path) -> None:
-        """Write the model into `directory` in the publisher's layout (see `vle_checkpoint`)."""
-        self.writer.write(Path(directory), self.model, self.raw_config)
+    def trained_weights(self) -> dict[str, torch.Tensor]:
+        return {self.stored[name]: tensor for name, tensor in self.model.state_dict().items()}
 
-    def restore(self, directory: Path) -> None:
-        """Load the weights of a checkpoint this task saved (resuming a run)."""
-        load_trained(Path(directory), self.head, self.model)
+    def read_weights(self, directory: Path) -> dict[str, torch.Tensor]:
+        return load_vle(directory, self.head)[0].state_dict()
+
+    def save(self, directory: Path) -> None:
+        """The input folder with the weights rewritten (and config.json, where the labels grew)."""
+        directory = Path(directory)
+        save_publisher_layout(self.directory, directory, self.weights_file, self.trained_weights(), self.changed)
+        if self.raw_config != load_raw_config(self.directory):
+            (directory / "config.json").write_text(json.dumps(self.raw_config, indent=2) + "\n", encoding="utf-8")
+
+
+def load_raw_config(directory: Path) -> dict:
+    """config.json as a dict, unchanged (written back as it was, but for the answer labels)."""
+    try:
+        return json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"cannot read VLE config {Path(directory) / 'config.json'}: {error}") from error
 
 
 class VleVqaTask(_VleTask):
@@ -116,15 +120,10 @@ class VleVqaTask(_VleTask):
     head = Head.VQA
     backend = "vle-vqa"
 
-    def prepare(
-        self, state: dict[str, torch.Tensor], generator: torch.Generator
-    ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    def prepare(self, state: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         counts = Counter(answer for pairs in self.data.qa for _, answer in pairs)
         answers = [answer for answer, _ in counts.most_common()]
-        if not answers:
-            raise ConfigError("VLE VQA training needs questions with answers")
-        added: list[str] = []
-        if self.has_head(state, "vqa_classifier"):
+        if "vqa_classifier.3.weight" in state:
             labels = [label for _, label in sorted(VleConfig.from_dict(self.raw_config).id2label.items())]
             new = [answer for answer in answers if answer not in set(labels)]
             if new:
@@ -133,21 +132,19 @@ class VleVqaTask(_VleTask):
             labels += new
         else:
             labels = answers
-            head = new_head_state(Head.VQA, self.fusion_width, len(labels), generator)
-            dtype = self.source.float_dtype()
-            state.update({key: tensor.to(dtype) for key, tensor in head.items()})
-            added = list(head)
+            self.add_head(state, len(labels), generator)
             log.info("VLE VQA: the checkpoint has no VQA head; a new one over %d answers", len(labels))
         self.raw_config["id2label"] = {str(i): label for i, label in enumerate(labels)}
         self.raw_config["label2id"] = {label: i for i, label in enumerate(labels)}
         self.label_ids = {label: i for i, label in enumerate(labels)}
-        return state, added
+        return state
 
     def _grow(self, state: dict[str, torch.Tensor], extra: int, generator: torch.Generator) -> None:
         weight, bias = state["vqa_classifier.3.weight"], state["vqa_classifier.3.bias"]
-        rows = new_head_state(Head.VQA, weight.shape[1], extra, generator)
+        rows = new_head_state(Head.VQA, self.fusion_width, extra, generator)
         state["vqa_classifier.3.weight"] = torch.cat([weight, rows["vqa_classifier.3.weight"].to(weight.dtype)])
         state["vqa_classifier.3.bias"] = torch.cat([bias, rows["vqa_classifier.3.bias"].to(bias.dtype)])
+        self.changed += ["vqa_classifier.3.weight", "vqa_classifier.3.bias"]
 
     @property
     def labels(self) -> list[str]:
@@ -171,18 +168,14 @@ class VleItmTask(_VleTask):
     head = Head.ITM
     backend = "vle-itm"
 
-    def prepare(
-        self, state: dict[str, torch.Tensor], generator: torch.Generator
-    ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    def prepare(self, state: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         if len(self.data) < 2:
             raise ConfigError(f"ITM training needs at least 2 images, got {len(self.data)}")
         self.items_per_step = 3 * self.batch_size  # image-text pairs scored per step
-        if self.has_head(state, "itm_score"):
-            return state, []
-        head = new_head_state(Head.ITM, self.fusion_width, 2, generator)
-        state.update({key: tensor.to(self.source.float_dtype()) for key, tensor in head.items()})
-        log.info("VLE ITM: the checkpoint has no ITM head; a new one is trained")
-        return state, list(head)
+        if "itm_score.fc.weight" not in state:
+            self.add_head(state, 2, generator)
+            log.info("VLE ITM: the checkpoint has no ITM head; a new one is trained")
+        return state
 
     def _pair(self, rng: np.random.Generator, image: int) -> tuple[str, str]:
         """(a true caption of the image, a caption false of it)."""
@@ -221,3 +214,18 @@ class VleItmTask(_VleTask):
         )
         labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long()
         return F.cross_entropy(self.model.head_logits(fused), labels)
+
+
+def _tiny(head: Head):
+    def build(directory: Path, words: list[str], config: TinyConfig, seed: int) -> None:
+        build_tiny_vle(directory, head, words, config, seed)
+
+    return build
+
+
+VQA_BACKEND = NativeBackend(
+    REQUIRED_FILES, "pytorch_model.bin", vle_transform, load_questions, VleVqaTask, "questions", _tiny(Head.VQA)
+)
+ITM_BACKEND = NativeBackend(
+    REQUIRED_FILES, "pytorch_model.bin", vle_transform, load_captions, VleItmTask, "captions", _tiny(Head.ITM)
+)

@@ -124,11 +124,14 @@ def build_tiny_vle(
     directory: Path,
     head: Head,
     texts: Iterable[str],
-    labels: list[str] | None = None,
     config: TinyConfig | None = None,
     seed: int = 0,
+    labels: list[str] | None = None,
 ) -> Path:
     """Build a randomly initialised VLE head model (`Head.VQA` over `labels`, or `Head.ITM`) and save it.
+
+    The tokenizer is trained on `texts` (sentences or single words). A VQA model gets the labels
+    yes and no unless told others: training adds every answer of its data (see `VleVqaTask`).
 
     Raises:
         ConfigError: an inconsistent size config.
@@ -139,7 +142,7 @@ def build_tiny_vle(
     directory.mkdir(parents=True, exist_ok=True)
     pieces = train_sentencepiece(directory, texts)
     # the published tokenizers add [MASK] right after the sentencepiece vocabulary
-    raw = vle_config(pieces + 1, config, labels or ([] if head is not Head.VQA else ["yes", "no"]))
+    raw = vle_config(pieces + 1, config, labels or ["yes", "no"])
     if head is Head.ITM:
         raw["architectures"] = ["VLEForITM"]
         raw.pop("id2label"), raw.pop("label2id")
