@@ -69,7 +69,10 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
     add_common_options(parser)
     parser.add_argument("backend", choices=[*TRAINABLE, *NATIVE_TRAINABLE])
     parser.add_argument(
-        "--data", type=Path, required=True, help="captions (.json Karpathy, .csv, .jsonl); VQA: questions .jsonl"
+        "--data",
+        type=Path,
+        required=True,
+        help="captions (.json Karpathy, .csv, .jsonl); VQA: questions .jsonl; ofa-ve: statements .jsonl / .csv",
     )
     parser.add_argument(
         "--out", type=Path, required=True, help="output folder (the publisher's layout); load it as BACKEND:OUT"

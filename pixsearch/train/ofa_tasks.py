@@ -5,7 +5,8 @@ without `</s>`; `none`: `<s>`), and learns the answer's tokens and `</s>` under 
 constraint, as OFA's criterion masks the logits to the tokens the trie allows. The loss of a row is
 the answer's negative log-probability in exactly the form the `traverse` mode scores answers, so
 training raises the probability `ofa-ve` reports. The native model has no dropout (it was written
-for inference), so no step draws torch randomness.
+for inference), so no step draws torch randomness; the ResNet's BatchNorm layers keep their running
+statistics (frozen, as is usual when fine-tuning with small batches).
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class OfaVeTask(NativeTask):
         return masks
 
     def loss(self, step: int) -> torch.Tensor:
+        # the ResNet's BatchNorm keeps its running statistics, as served: a batch of a few images gives
+        # noisy ones (its scale and shift still train)
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
         rng, rows = self.rng(step), self.indices(step)
         picked = [self.data.qa[i][rng.integers(len(self.data.qa[i]))] for i in rows]
         texts = [self.processor.text(statement) for statement, _ in picked]

@@ -17,10 +17,9 @@ from typing import Any
 import sentencepiece as spm
 import torch
 
-from pixsearch.models.preprocess import CLIP_MEAN, CLIP_STD
 from pixsearch.models.vle.config import VleConfig
 from pixsearch.models.vle.heads import HEAD_MODELS, Head
-from pixsearch.train.tiny import TinyConfig
+from pixsearch.train.tiny import TinyConfig, clip_image_processor
 
 SPECIALS = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "unk": "[UNK]"}
 MASK = "[MASK]"
@@ -96,21 +95,8 @@ def _processor_files(directory: Path, mask_id: int, image_size: int) -> None:
         "mask_token": MASK,
     }
     specials = {key: tokenizer[key] for key in tokenizer if key.endswith("_token")}
-    image = {
-        "image_processor_type": "CLIPImageProcessor",
-        "processor_class": "VLEProcessor",
-        "do_resize": True,
-        "size": {"shortest_edge": image_size},
-        "do_center_crop": True,
-        "crop_size": {"height": image_size, "width": image_size},
-        "resample": 3,
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": list(CLIP_MEAN),
-        "image_std": list(CLIP_STD),
-        "do_convert_rgb": True,
-    }
+    # the VLE processor reads it as CLIPImageProcessor does (shortest edge, centre crop)
+    image = {**clip_image_processor(image_size), "processor_class": "VLEProcessor", "do_convert_rgb": True}
     for name, data in (
         ("tokenizer_config.json", tokenizer),
         ("special_tokens_map.json", specials),

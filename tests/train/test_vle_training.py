@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import transformers
+from interrupt import Interrupt, stop_at
 from PIL import Image
-from tiny_models import save_tiny_clip
 
 from pixsearch.cli import main
 from pixsearch.errors import ConfigError
@@ -35,12 +34,7 @@ FIXTURES = Path(os.environ.get("PIXSEARCH_FIXTURES", Path(__file__).resolve().pa
 PROCESSOR_FILES = ("spm.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +119,6 @@ def test_vqa_fine_tune_lowers_the_loss_grows_the_labels_and_keeps_the_layout(
     np.testing.assert_allclose([got[label] for label in labels], expected.numpy(), rtol=0, atol=1e-6)
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_a_killed_run_resumes_bit_for_bit(pretraining_dir: Path, world: Path, tmp_path: Path) -> None:
     def job(output: Path) -> TrainJob:
         options = TrainOptions(steps=5, lr=1e-3, warmup=2, checkpoint_every=2, log_every=1)
@@ -137,15 +127,12 @@ def test_a_killed_run_resumes_bit_for_bit(pretraining_dir: Path, world: Path, tm
 
     run_job(job(tmp_path / "whole"))
 
-    def stop_at_four(phase: str, done: int, total: int, loss: float | None) -> None:
-        if phase == "train" and done == 4:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        run_job(job(tmp_path / "cut"), stop_at_four)
+        run_job(job(tmp_path / "cut"), stop_at(4))
     checkpoint = last_checkpoint(tmp_path / "cut")
     assert checkpoint is not None and checkpoint.name == "step-00000002"
     assert create(f"vle-vqa:{checkpoint}").answer(Image.new("RGB", (32, 32)), "where is it?")  # a model folder
+    torch.manual_seed(1234)  # a resumed run starts in a new process: torch's global generator is elsewhere
     assert run_job(job(tmp_path / "cut")).resumed_from == 2
     whole, cut = (read_state_dict(tmp_path / name / "pytorch_model.bin") for name in ("whole", "cut"))
     assert list(whole) == list(cut) and all(torch.equal(whole[k], cut[k]) for k in whole)
@@ -153,7 +140,7 @@ def test_a_killed_run_resumes_bit_for_bit(pretraining_dir: Path, world: Path, tm
 
 
 def test_itm_from_scratch_adds_its_head_and_reranks_in_eval(
-    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: Path, tmp_path: Path, clip_spec: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "itm"
     options = TrainOptions(steps=6, lr=1e-3, warmup=2, checkpoint_every=100, log_every=100)
@@ -173,8 +160,7 @@ def test_itm_from_scratch_adds_its_head_and_reranks_in_eval(
     assert added == ["itm_score.fc.weight", "itm_score.fc.bias"]
     assert load_vle(tmp_path / "itm2", Head.ITM)[0].itm_score.fc.weight.shape == (2, 64)
 
-    clip = save_tiny_clip(tmp_path / "clip")
-    code = main(["eval", "--data", str(data), "--model", f"clip:{clip}", "--rerank", f"vle-itm:{out}"])
+    code = main(["eval", "--data", str(data), "--model", clip_spec, "--rerank", f"vle-itm:{out}"])
     assert code == 0
     assert "R@1 text_to_image" in capsys.readouterr().out
 
