@@ -33,7 +33,8 @@ class TrainJob:
 
     backend: clip, siglip, blip-itm, blip-caption, blip-vqa, or a natively run model (see
         `native.NATIVE_TRAINABLE`: mplug-itm, mplug-vqa, mplug-caption, ...).
-    data: a captions file (Karpathy JSON, CSV, JSONL) or, for VQA, a questions JSONL file.
+    data: a captions file (Karpathy JSON, CSV, JSONL); for VQA, a questions JSONL file; for ofa-ve, a
+        statements CSV / JSONL file.
     init: the checkpoint to start from (a folder or hub id); None builds a tiny model from scratch.
     miner: for blip-itm, the dual encoder spec whose confusions give the hard negatives.
     negatives: for blip-itm or vle-itm, an optional file of captions false of the training images (CSV or JSONL

@@ -1,10 +1,12 @@
 """VLE training tasks: VQA as answer classification over the model's label set, and image-text matching.
 
-Both train the native VLE (`pixsearch.models.vle`) and save in the publisher's layout through
-`VleWriter`. The losses are the original's (iflytek/VLE `VLEForVQA` / `VLEForITM`): VQA is a
-binary cross-entropy over every answer label times the number of labels, ITM a two-way
-cross-entropy (no match / match). One difference: the native model has no dropout in its
-co-attention layers (it was written for inference); the DeBERTa tower keeps its own.
+Both train the native VLE (`pixsearch.models.vle`) and save in the publisher's layout (see
+`vle_checkpoint` and `native.save_publisher_layout`). The losses are the original's (iflytek/VLE
+`VLEForVQA` / `VLEForITM`): VQA is a binary cross-entropy over every answer label times the number
+of labels, ITM a two-way cross-entropy (no match / match). Differences: the native model has no
+dropout in its co-attention layers (it was written for inference; the DeBERTa tower keeps its own),
+and a VQA question's target is its most common answer with score 1, where the original's data module
+gives every human answer its VQA soft score.
 """
 
 from __future__ import annotations
@@ -118,7 +120,6 @@ class VleVqaTask(_VleTask):
     """
 
     head = Head.VQA
-    backend = "vle-vqa"
 
     def prepare(self, state: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         counts = Counter(answer for pairs in self.data.qa for _, answer in pairs)
@@ -146,10 +147,6 @@ class VleVqaTask(_VleTask):
         state["vqa_classifier.3.bias"] = torch.cat([bias, rows["vqa_classifier.3.bias"].to(bias.dtype)])
         self.changed += ["vqa_classifier.3.weight", "vqa_classifier.3.bias"]
 
-    @property
-    def labels(self) -> list[str]:
-        return list(self.label_ids)
-
     def step_loss(self, step: int) -> torch.Tensor:
         rng, rows = self.rng(step), self.indices(step)
         picked = [self.data.qa[i][rng.integers(len(self.data.qa[i]))] for i in rows]
@@ -166,7 +163,6 @@ class VleItmTask(_VleTask):
     other image; labels match / no match / no match. A checkpoint without an ITM head gets one."""
 
     head = Head.ITM
-    backend = "vle-itm"
 
     def prepare(self, state: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         if len(self.data) < 2:
