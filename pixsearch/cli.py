@@ -39,7 +39,7 @@ EXIT_CODES = {
 TRAINING_COMMANDS = {
     "synth": "generate a synthetic data set of coloured shapes",
     "train": "train or fine-tune a model on image-caption pairs",
-    "eval": "recall, VQA accuracy, BLEU-4 and CIDEr on a data set",
+    "eval": "recall, VQA and entailment accuracy, BLEU-4 and CIDEr on a data set",
     "demo": "offline demo: synthetic library, packaged tiny models, web UI",
 }
 
