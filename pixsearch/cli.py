@@ -39,7 +39,7 @@ EXIT_CODES = {
 TRAINING_COMMANDS = {
     "synth": "generate a synthetic data set of coloured shapes",
     "train": "train or fine-tune a model on image-caption pairs",
-    "eval": "recall, VQA accuracy, BLEU-4 and CIDEr on a data set",
+    "eval": "recall, VQA and entailment accuracy, BLEU-4 and CIDEr on a data set",
     "demo": "offline demo: synthetic library, packaged tiny models, web UI",
 }
 
@@ -49,8 +49,14 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     packages' commands use it too."""
     parser.add_argument("--library", type=Path, help="library folder (env PIXSEARCH_LIBRARY; default: user data dir)")
     parser.add_argument("--db-url", help="SQLAlchemy URL of the metadata database (default: SQLite in the library)")
-    parser.add_argument("--device", help="torch device, e.g. cpu or cuda (env PIXSEARCH_DEVICE)")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="weights dtype; auto measures bf16")
+    parser.add_argument(
+        "--device", help="torch device: auto (a CUDA GPU when torch sees one, else cpu), cpu, cuda, cuda:1 ..."
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype; auto: float16 on a GPU, bfloat16 on a CPU where it measures faster, else float32",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
 
 
@@ -100,6 +106,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     index.add_argument("--workers", type=int, help="decoding processes (default: one per core; 0: none)")
     index.add_argument("--max-pixels", type=int, help="refuse images larger than this (decompression bombs)")
     index.add_argument("--tag", action="store_true", help="then zero-shot tag new photos (tag --new-only)")
+    index.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="decode and embed as a Ray Data job: auto (this machine's cluster), local (start one for this run), "
+        'ray://HOST:PORT or HOST:PORT; every node must see the photos at the same paths (pip install "pixsearch[ray]")',
+    )
+    index.add_argument("--ray-actors", type=int, metavar="N", help="model actors (default: one per GPU, or CPUs/2)")
     index.add_argument(
         "--query-model",
         metavar="SPEC",

@@ -62,3 +62,7 @@ class LibraryBusyError(LibraryError):
 
 class XmpError(PixsearchError):
     """An XMP sidecar cannot be read or merged safely; it was left as it was."""
+
+
+class ClusterError(PixsearchError):
+    """A Ray cluster cannot be reached, or a job on it failed."""

@@ -42,8 +42,8 @@ class Hashed:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """A decoded file, ready for the model."""
+class PhotoFacts:
+    """What the library keeps of a decoded file, besides its vector."""
 
     path: str
     content_hash: str
@@ -53,7 +53,19 @@ class Prepared:
     height: int
     taken_at: datetime | None
     camera: str | None
+
+
+@dataclass(frozen=True)
+class Prepared(PhotoFacts):
+    """A decoded file, ready for the model."""
+
     pixels: npt.NDArray[np.float32]
+
+    def facts(self) -> PhotoFacts:
+        """The same file without its pixels."""
+        return PhotoFacts(
+            self.path, self.content_hash, self.size, self.mtime, self.width, self.height, self.taken_at, self.camera
+        )
 
 
 @dataclass(frozen=True)
