@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 import time
 
@@ -16,6 +17,7 @@ from pixsearch.cli import print_json
 from pixsearch.errors import ConfigError, EmptyIndexError
 from pixsearch.imageio import load_query_image
 from pixsearch.indexer import Indexer, IndexOptions, Progress
+from pixsearch.indexer.ray_job import RayOptions, require_ray
 from pixsearch.indexer.texts import index_texts
 from pixsearch.models import ModelOptions, Role, create
 from pixsearch.models.roles import DualEncoder, Tower
@@ -82,8 +84,12 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     active = _active_model(settings)
     spec = args.model or (active.spec if active else settings.model)
     encoder = create(spec, Role.DUAL_ENCODER, _options(settings))
-    # load the model before the library is made: a model that cannot be found leaves nothing behind
-    encoder.load_towers(Tower.IMAGE)
+    ray = _ray_options(args, settings)
+    # find the model before the library is made: a model that cannot be found leaves nothing behind
+    if ray is None:
+        encoder.load_towers(Tower.IMAGE)
+    else:  # the Ray actors load the weights; reading the config here finds a missing model early
+        _ = encoder.dim, encoder.preprocess_id
     library = _open(settings)
     options = IndexOptions(
         batch_size=settings.batch_size,
@@ -91,6 +97,7 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
         max_pixels=settings.max_pixels,
         reindex=args.reindex,
         lock_wait_s=args.wait,
+        ray=ray,
     )
     bars = _Bars()
     started = time.perf_counter()
@@ -108,6 +115,8 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     )
     for failure in report.skipped:
         print(f"  skipped {failure.path}: {failure.reason}")
+    if report.recovered:
+        print(f"{report.recovered} photos recovered from the shards of an interrupted Ray run")
     if report.switch_missing:
         print(
             f"the library still searches with {active.spec if active else 'its old model'}: "
@@ -122,6 +131,18 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
 
         print_report(tag_after_index(library, encoder))
     return 0
+
+
+def _ray_options(args: argparse.Namespace, settings: Settings) -> RayOptions | None:
+    """`--ray`'s options, after checking that Ray is installed (before anything is written)."""
+    if args.ray is None:
+        if args.ray_actors is not None:
+            raise ConfigError("--ray-actors needs --ray ADDRESS")
+        return None
+    require_ray()
+    if not args.verbose:  # Ray Data logs each job's plan and timing at INFO; our bars show progress
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return RayOptions(args.ray, args.ray_actors, _options(settings))
 
 
 def _set_query_model(library: Library, spec: str, settings: Settings) -> None:
@@ -333,6 +354,10 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _origins(raw: str | None) -> tuple[str, ...] | None:
+    return None if raw is None else tuple(origin.strip() for origin in raw.split(",") if origin.strip())
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from pixsearch.web import WebOptions
     from pixsearch.web.server import serve
@@ -346,6 +371,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         reranker=settings.reranker,
         entailer=args.entailer,
         writer=args.llm,
+        cors_origins=_origins(args.cors_origins),
     )
     print(f"pixsearch: serving {settings.library} at http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
     serve(settings, options, args.host, args.port, rerank_hook=reranker.rerank_images if reranker else None)

@@ -24,7 +24,7 @@ class Settings:
     library: Path
     db_url: str | None = None  # default: SQLite inside the library folder
     model: str = DEFAULT_MODEL
-    device: str = "cpu"
+    device: str = "auto"  # a CUDA GPU when torch sees one, else the CPU
     dtype: str = "auto"
     batch_size: int = 32
     workers: int | None = None

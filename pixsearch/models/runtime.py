@@ -61,16 +61,32 @@ def _cpu_flag(name: str) -> bool:
         return False
 
 
-def resolve_dtype(options: ModelOptions) -> torch.dtype:
-    """The torch dtype for the weights: the one asked for, or for 'auto' bf16 when it is fast."""
+def resolve_dtype(options: ModelOptions, on_gpu: torch.dtype | None = None) -> torch.dtype:
+    """The torch dtype for the weights: the one asked for, or for 'auto':
+    on a GPU `on_gpu` where the caller names one (the dual encoders embed in float16: half the memory
+    traffic, tensor cores on every CUDA GPU), else bfloat16 where the GPU has it, else float32;
+    on a CPU bfloat16 when a probe measures it faster, else float32."""
     if options.dtype == "auto":
-        return torch.bfloat16 if bf16_is_fast(options.device) else torch.float32
+        device = resolve_device(options)
+        if device.type == "cuda" and on_gpu is not None:
+            return on_gpu
+        return torch.bfloat16 if bf16_is_fast(device.type) else torch.float32
     if options.dtype not in _DTYPES:
         raise ConfigError(f"dtype {options.dtype!r} is not one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[options.dtype]
 
 
 def resolve_device(options: ModelOptions) -> torch.device:
+    """The torch device: 'auto' is cuda when torch sees a CUDA device, else cpu.
+
+    Raises:
+        ConfigError: a CUDA device was asked for and torch sees none, or the name is not a device.
+    """
+    if options.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if options.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {options.device!r} asked for, but torch sees no CUDA device")
-    return torch.device(options.device)
+    try:
+        return torch.device(options.device)
+    except RuntimeError as error:
+        raise ConfigError(f"device {options.device!r} is not auto or a torch device (cpu, cuda, cuda:1 ...)") from error

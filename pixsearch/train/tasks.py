@@ -102,6 +102,12 @@ class _Task:
         if source.exists() and source.resolve() != (directory / source.name).resolve():
             shutil.copyfile(source, directory / source.name)
 
+    def save_checkpoint(self, directory: Path) -> None:
+        self.save(directory)  # saved in float32: the checkpoint holds the exact weights
+
+    def restore(self, directory: Path) -> None:
+        self.model.load_state_dict(type(self.model).from_pretrained(directory).state_dict())
+
 
 class ContrastiveTask(_Task):
     """CLIP (softmax over in-batch negatives) or SigLIP (pairwise sigmoid); one caption per image per step,
