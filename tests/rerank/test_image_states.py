@@ -20,6 +20,7 @@ from pixsearch.models.mplug.config import RETRIEVAL
 from pixsearch.models.vle import VleConfig
 from pixsearch.models.vle.heads import VleForItm
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is faster
 QUERY = "a red circle on a white background"
 FIXTURES = Path(
     os.environ.get("PIXSEARCH_FIXTURES", Path(__file__).resolve().parents[2].parent / "shared" / "fixtures")
