@@ -36,8 +36,14 @@ def server(library_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     library = tmp_path_factory.mktemp("generated") / "library"
     shutil.copytree(library_dir, library, ignore=shutil.ignore_patterns("thumbs"))  # the calls write tags
     options = WebOptions(api_key=KEY, cutoff_z=None, duplicate_threshold=None, keyword_weight=0.0, **FAKE_SPECS)
-    with live_server(Settings(library=library), options, prepare=install_fakes) as port:
+    with live_server(Settings(library=library), options, prepare=_prepare) as port:
         yield f"http://127.0.0.1:{port}"
+
+
+def _prepare(app) -> None:
+    install_fakes(app)
+    # the reranker's stand-in: reverses the first stage's order (the contract is checked, not the scores)
+    app.state.context.rerank_hook = lambda text, hits: list(reversed(hits))
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +87,11 @@ def test_a_generated_client_calls_every_operation(generated, server, image_ids, 
     camera, photo = image_ids["camera.jpg"], image_ids["img_0009.png"]
     upload = File(payload=io.BytesIO((photos / "img_0009.png").read_bytes()), file_name="q.png", mime_type="image/png")
 
+    first_stage = httpx.get(
+        f"{server}/api/search", params={"q": "a red circle", "k": 4, "rerank": True, "defer_rerank": True}
+    ).json()
+    first_ids = [hit["id"] for hit in first_stage["hits"]]
+
     def bytes_of(answer: Any) -> bytes:
         assert isinstance(answer, File)
         return answer.payload.read()
@@ -88,6 +99,10 @@ def test_a_generated_client_calls_every_operation(generated, server, image_ids, 
     checks: dict[str, tuple[dict[str, Any], Callable[[Any], bool]]] = {
         "health_api_health_get": ({}, lambda r: r.status == "ok" and r.images == 26),
         "search_api_search_get": ({"q": "a red circle", "k": 5}, lambda r: len(r.hits) == 5),
+        "rerank_api_rerank_post": (
+            {"body": models.RerankCreate(token=first_stage["rerank_token"])},
+            lambda r: r.reranked and [h.id for h in r.hits] == first_ids[::-1],
+        ),
         "search_upload_api_search_post": (
             {"body": models.BodySearchUploadApiSearchPost(image=upload, k=3)},
             lambda r: r.hits[0].id == photo,  # the upload went as a file: the photo finds itself
@@ -160,6 +175,7 @@ def test_declared_errors_parse_as_the_error_schema(generated, server) -> None:
         (422, writer, "image_entail_api_images_image_id_entail_post", {"image_id": 1, "body": models.EntailCreate(statement=" ")}),
         (404, reader, "knn_service_knn_service_post", {"body": models.KnnRequest(text="x", indice_name="laion5B-L-14")}),
         (422, reader, "metadata_metadata_post", {"body": models.MetadataRequest(ids=[-1])}),
+        (404, reader, "rerank_api_rerank_post", {"body": models.RerankCreate(token="no-such-token")}),
     ]  # fmt: skip
     for status, client, name, arguments in failures:
         answer = operations[name].sync_detailed(client=client, **arguments)
