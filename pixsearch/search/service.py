@@ -138,6 +138,15 @@ class SearchService:
 
     def similar_to(self, image_id: int, k: int = 10, offset: int = 0) -> list[ImageHit]:
         """ "More like this": neighbours of a stored image by its stored vector, itself excluded."""
+        hits = self.vector_to_image(self.stored_vector(image_id), k + 1, offset)
+        return [hit for hit in hits if hit.image_id != image_id][:k]
+
+    def stored_vector(self, image_id: int) -> np.ndarray:
+        """The vector the library holds for an image under its model.
+
+        Raises:
+            NotFoundError: the image is not in the library (or has no vector yet).
+        """
         with self.library.session() as session:
             blob = session.execute(
                 select(EmbeddingRow.vector).where(
@@ -146,8 +155,7 @@ class SearchService:
             ).scalar_one_or_none()
         if blob is None:
             raise NotFoundError(f"image {image_id} is not in the library")
-        hits = self.vector_to_image(np.frombuffer(blob, dtype=np.float32), k + 1, offset)
-        return [hit for hit in hits if hit.image_id != image_id][:k]
+        return np.frombuffer(blob, dtype=np.float32)
 
     def vector_to_image(self, vector: np.ndarray, k: int = 10, offset: int = 0) -> list[ImageHit]:
         check_k(k, offset)

@@ -26,6 +26,8 @@ class LibraryStatus:
     index_type: str | None = None
     index_bytes: int = 0
     rerank_cache_bytes: int = 0
+    rerank_cache_images: int = 0  # feature files, over all rerankers
+    rerank_cache_models: list[str] = field(default_factory=list)  # the rerankers with a disk cache
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -59,7 +61,11 @@ def library_status(library: Library) -> LibraryStatus:
             status.index_bytes += path.stat().st_size if path.exists() else 0
     root = library.root / "rerank-cache"
     if root.is_dir():
-        status.rerank_cache_bytes = sum(f.stat().st_size for f in root.rglob("*.pt"))
+        files = list(root.rglob("*.pt"))
+        status.rerank_cache_bytes = sum(f.stat().st_size for f in files)
+        status.rerank_cache_images = len(files)
+        # each reranker's folder names its spec in reranker.txt (rerank.cache.DiskCache)
+        status.rerank_cache_models = sorted(f.read_text().strip() for f in root.glob("*/reranker.txt"))
     return status
 
 

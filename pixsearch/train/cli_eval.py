@@ -11,8 +11,21 @@ import numpy as np
 
 from pixsearch.errors import ConfigError
 from pixsearch.evaluation.metrics import vqa_accuracy
-from pixsearch.evaluation.readers import BadRowPolicy, Question, enforce, read_pairs, read_questions
-from pixsearch.evaluation.run import EvalOptions, evaluate_captions, evaluate_retrieval, evaluate_vqa
+from pixsearch.evaluation.readers import (
+    BadRowPolicy,
+    Question,
+    enforce,
+    read_pairs,
+    read_questions,
+    read_statements,
+)
+from pixsearch.evaluation.run import (
+    EvalOptions,
+    evaluate_captions,
+    evaluate_entailment,
+    evaluate_retrieval,
+    evaluate_vqa,
+)
 from pixsearch.models import ModelOptions, Role, create
 from pixsearch.rerank import Fusion, similarity_weight
 from pixsearch.settings import Settings
@@ -25,8 +38,8 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
         ConfigError: nothing to evaluate, or a model without the data it needs.
         DataSetError: bad rows under --bad-rows stop.
     """
-    if not (args.model or args.captioner or args.answerer):
-        raise ConfigError("name something to evaluate: --model (retrieval), --captioner or --answerer")
+    if not (args.model or args.captioner or args.answerer or args.entailer):
+        raise ConfigError("name something to evaluate: --model (retrieval), --captioner, --answerer or --entailer")
     if args.llm and not (args.answerer and args.captioner):
         raise ConfigError("--llm writes answers from a caption and VQA answers: it needs --answerer and --captioner")
     policy = BadRowPolicy(args.bad_rows)
@@ -73,6 +86,8 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
                 results |= answer_baselines(train, questions.questions)
             if args.llm:
                 results["vqa_llm"] = _written(args, questions.questions, answerer, options, progress)
+        if args.entailer:
+            results["entailment"] = _entailment(args, policy, split, options, progress)
     finally:
         bars.close()
     return results
@@ -113,3 +128,16 @@ def _written(args: argparse.Namespace, questions: list, answerer: Any, options: 
     evidence = gather(questions, answerer, captioner, answering.top_k, progress)
     result = evaluate_written(evidence, create(args.llm, Role.WRITER, options), answering, progress)
     return result | {"llm": args.llm, "captioner": args.captioner}
+
+
+def _entailment(args: argparse.Namespace, policy: BadRowPolicy, split: str | None, options: ModelOptions, progress):
+    """Visual-entailment accuracy of --entailer on --statements."""
+    if not args.statements:
+        raise ConfigError("--entailer needs --statements FILE")
+    statements = read_statements(args.statements, args.images)
+    enforce(statements.bad, policy, str(args.statements))
+    statements.questions = [s for s in statements.questions if split is None or s.split in (None, split)]
+    if not statements.questions:
+        raise ConfigError(f"{args.statements}: no usable statements in split {args.split!r}")
+    result = evaluate_entailment(statements, create(args.entailer, Role.ENTAILER, options), progress)
+    return result | {"skipped_rows": [str(row) for row in statements.bad]}

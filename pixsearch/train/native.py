@@ -30,7 +30,7 @@ import importlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,9 @@ _BACKENDS: dict[str, str] = {
     "mplug-itm": "pixsearch.train.mplug_tasks:ITM_BACKEND",
     "mplug-vqa": "pixsearch.train.mplug_tasks:VQA_BACKEND",
     "mplug-caption": "pixsearch.train.mplug_tasks:CAPTION_BACKEND",
+    "vle-vqa": "pixsearch.train.vle_tasks:VQA_BACKEND",
+    "vle-itm": "pixsearch.train.vle_tasks:ITM_BACKEND",
+    "ofa-ve": "pixsearch.train.ofa_tasks:VE_BACKEND",
 }
 NATIVE_TRAINABLE = tuple(_BACKENDS)
 
@@ -179,8 +182,11 @@ def _rounds(source: Path, updates: Mapping[str, torch.Tensor]) -> bool:
     return any(k in original and original[k].dtype != value.dtype for k, value in updates.items())
 
 
-def save_publisher_layout(source: Path, target: Path, weights_file: str, updates: Mapping[str, torch.Tensor]) -> None:
-    """Copy the folder `source` to `target` with the weights file rewritten by `write_weights`.
+def save_publisher_layout(
+    source: Path, target: Path, weights_file: str, updates: Mapping[str, torch.Tensor], changed: Collection[str] = ()
+) -> None:
+    """Copy the folder `source` to `target` with the weights file rewritten by `write_weights`
+    (`changed`: the keys whose shape may change, or that are new; see there).
 
     Every file and folder of `source` is copied except its weights file and what a training run
     writes (checkpoints, reports), so configs, vocabularies and processor files come along unchanged.
@@ -188,6 +194,17 @@ def save_publisher_layout(source: Path, target: Path, weights_file: str, updates
     Raises:
         ConfigError: `target` is `source` (the input would be overwritten while it is read).
         ModelLoadError: see `write_weights`.
+    """
+    copy_model_files(source, target, weights_file)
+    write_weights(Path(source) / weights_file, Path(target) / weights_file, updates, changed)
+
+
+def copy_model_files(source: Path, target: Path, weights_file: str) -> None:
+    """Copy every file and folder of `source` to `target` except its weights file and what a
+    training run writes (checkpoints, reports).
+
+    Raises:
+        ConfigError: `target` is `source` (the input would be overwritten while it is read).
     """
     source, target = Path(source), Path(target)
     if source.resolve() == target.resolve():
@@ -202,10 +219,11 @@ def save_publisher_layout(source: Path, target: Path, weights_file: str, updates
             shutil.copytree(entry, target / entry.name, dirs_exist_ok=True)
         else:
             shutil.copyfile(entry, target / entry.name)
-    write_weights(source / weights_file, target / weights_file, updates)
 
 
-def write_weights(source: Path, target: Path, updates: Mapping[str, torch.Tensor]) -> None:
+def write_weights(
+    source: Path, target: Path, updates: Mapping[str, torch.Tensor], changed: Collection[str] = ()
+) -> None:
     """Write the checkpoint `source` to `target` with the tensors in `updates` replaced.
 
     The file keeps the source's format (torch pickle, or safetensors by suffix), its wrapper
@@ -213,17 +231,22 @@ def write_weights(source: Path, target: Path, updates: Mapping[str, torch.Tensor
     shape and dtype (updates are cast to the stored dtype). The written file is read back and
     compared with the source.
 
+    `changed` names the intended exceptions: keys whose update may have another shape (a classifier
+    grown by new labels) or that the source lacks (a new head; written after the source's keys, in
+    the update's dtype). Every other key keeps the source's shape and dtype.
+
     Raises:
-        ModelLoadError: an update names a key the source lacks or has another shape; or the file
-            written does not have exactly the source's keys, shapes and dtypes.
+        ModelLoadError: an update names a key the source lacks or has another shape (not in
+            `changed`); or the file written does not have exactly the expected keys, shapes and dtypes.
     """
     raw = read_weights_file(source)
     original = _flat(raw, source)
-    unknown = sorted(k for k in updates if k not in original)
+    changed = set(changed)
+    unknown = sorted(k for k in updates if k not in original and k not in changed)
     misshapen = sorted(
         f"{k} (checkpoint {tuple(original[k].shape)}, trained {tuple(v.shape)})"
         for k, v in updates.items()
-        if k in original and original[k].shape != v.shape
+        if k in original and k not in changed and original[k].shape != v.shape
     )
     if unknown or misshapen:
         raise ModelLoadError(
@@ -233,9 +256,11 @@ def write_weights(source: Path, target: Path, updates: Mapping[str, torch.Tensor
     # tensors not trained are written as read (memory-mapped: not copied); trained ones are cloned, so
     # a tensor the model ties to another (a decoder bias stored under two names) is written under each
     flat = {k: (updates[k].detach().to("cpu", v.dtype).clone() if k in updates else v) for k, v in original.items()}
+    flat.update({k: v.detach().to("cpu").clone() for k, v in updates.items() if k not in original})
     partial = target.with_name(f"partial-{target.name}")  # same suffix: the same format
     _write_weights_file(partial, _rewrap(raw, flat))
-    check_same_layout(original, read_state_dict(partial), f"{target} (written from {source})")
+    expected = {**original, **{k: flat[k] for k in changed if k in flat}}
+    check_same_layout(expected, read_state_dict(partial), f"{target} (written from {source})")
     os.replace(partial, target)
 
 

@@ -24,6 +24,7 @@ from pixsearch.train.tokenizer import words_of
 
 log = logging.getLogger(__name__)
 
+RERANKERS_WITH_NEGATIVES = ("blip-itm", "vle-itm", "mplug-itm")  # the ITM tasks that use explicit false captions
 Progress = Callable[[str, int, int, float | None], None]  # (phase, done, total, loss or None)
 
 
@@ -33,12 +34,14 @@ class TrainJob:
 
     backend: clip, siglip, blip-itm, blip-caption, blip-vqa, or a natively run model (see
         `native.NATIVE_TRAINABLE`: mplug-itm, mplug-vqa, mplug-caption, ...).
-    data: a captions file (Karpathy JSON, CSV, JSONL) or, for VQA, a questions JSONL file.
+    data: a captions file (Karpathy JSON, CSV, JSONL); for VQA, a questions JSONL file; for ofa-ve, a
+        statements CSV / JSONL file.
     init: the checkpoint to start from (a folder or hub id); None builds a tiny model from scratch.
     miner: for blip-itm (required) and mplug-itm, the dual encoder spec whose confusions give the hard
         negatives (mplug-itm without one draws them from each batch by its own ITC, as the original).
-    negatives: for blip-itm and mplug-itm, an optional file of captions false of the training images (CSV or JSONL
-        with columns image and negative, paths relative to image_root); they teach word order.
+    negatives: for blip-itm, vle-itm or mplug-itm, an optional file of captions false of the training
+        images (CSV or JSONL with columns image and negative, paths relative to image_root); they teach
+        word order.
     """
 
     backend: str
@@ -63,8 +66,9 @@ class TrainJob:
             raise ConfigError(f"a miner (--miner) mines hard negatives for blip-itm or mplug-itm, not {self.backend}")
         if self.backend == "blip-itm" and not self.miner:
             raise ConfigError("training blip-itm needs a dual encoder to mine hard negatives (--miner SPEC)")
-        if self.negatives is not None and self.backend not in ("blip-itm", "mplug-itm"):
-            raise ConfigError(f"a negatives file trains a blip-itm or mplug-itm reranker, not {self.backend}")
+        if self.negatives is not None and self.backend not in RERANKERS_WITH_NEGATIVES:
+            known = " or ".join(RERANKERS_WITH_NEGATIVES)
+            raise ConfigError(f"a negatives file trains a {known} reranker, not {self.backend}")
         if self.backend == "siglip" and self.init is None:
             raise ConfigError(
                 "siglip is fine-tuned from a checkpoint (--init); tiny models from scratch are clip / blip"
