@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,12 +38,7 @@ BACKENDS = {RETRIEVAL: "mplug-itm", VQA: "mplug-vqa", CAPTION: "mplug-caption"}
 DATA = {RETRIEVAL: "captions.jsonl", VQA: "questions.jsonl", CAPTION: "captions.jsonl"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is faster
 
 
 @pytest.fixture(scope="module")
