@@ -74,22 +74,31 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
                 data, create(args.captioner, Role.CAPTIONER, options), progress=progress
             )
         if args.answerer:
-            if not args.questions:
-                raise ConfigError("--answerer needs --questions FILE")
-            questions = read_questions(args.questions, args.images)
-            enforce(questions.bad, policy, str(args.questions))
-            train = [q for q in questions.questions if q.split == "train"] if split not in (None, "train") else []
-            questions.questions = [q for q in questions.questions if split is None or q.split in (None, split)]
-            answerer = create(args.answerer, Role.ANSWERER, options)
-            results["vqa"] = evaluate_vqa(questions, answerer, progress)
-            if train:
-                results |= answer_baselines(train, questions.questions)
-            if args.llm:
-                results["vqa_llm"] = _written(args, questions.questions, answerer, options, progress)
+            results |= _answering(args, policy, split, options, progress)
         if args.entailer:
             results["entailment"] = _entailment(args, policy, split, options, progress)
     finally:
         bars.close()
+    return results
+
+
+def _answering(
+    args: argparse.Namespace, policy: BadRowPolicy, split: str | None, options: ModelOptions, progress: Any
+) -> dict[str, Any]:
+    """VQA accuracy of --answerer on --questions, the image-blind baselines learned from the train
+    split (when another split is evaluated), and with --llm the written answers' accuracy."""
+    if not args.questions:
+        raise ConfigError("--answerer needs --questions FILE")
+    questions = read_questions(args.questions, args.images)
+    enforce(questions.bad, policy, str(args.questions))
+    train = [q for q in questions.questions if q.split == "train"] if split not in (None, "train") else []
+    questions.questions = [q for q in questions.questions if split is None or q.split in (None, split)]
+    answerer = create(args.answerer, Role.ANSWERER, options)
+    results = {"vqa": evaluate_vqa(questions, answerer, progress)}
+    if train:
+        results |= answer_baselines(train, questions.questions)
+    if args.llm:
+        results["vqa_llm"] = _written(args, questions.questions, answerer, options, progress)
     return results
 
 
