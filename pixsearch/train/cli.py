@@ -86,11 +86,12 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
         default="skip",
         help="skip bad rows (named) or stop before training",
     )
-    parser.add_argument("--miner", help="blip-itm: dual encoder spec that mines hard negatives")
+    parser.add_argument("--miner", help="blip-itm, mplug-itm: dual encoder spec that mines hard negatives")
     parser.add_argument(
         "--negatives",
         type=Path,
-        help="blip-itm / vle-itm: captions false of the images (.csv / .jsonl, columns image and negative), e.g. swapped attributes",
+        help="blip-itm, vle-itm, mplug-itm: captions false of the images (.csv / .jsonl, columns image and "
+        "negative), e.g. swapped attributes",
     )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)

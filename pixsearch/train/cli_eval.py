@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from pixsearch.errors import ConfigError
-from pixsearch.evaluation.readers import BadRowPolicy, enforce, read_pairs, read_questions, read_statements
+from pixsearch.evaluation.metrics import vqa_accuracy
+from pixsearch.evaluation.readers import (
+    BadRowPolicy,
+    Question,
+    enforce,
+    read_pairs,
+    read_questions,
+    read_statements,
+)
 from pixsearch.evaluation.run import (
     EvalOptions,
     evaluate_captions,
@@ -66,9 +78,12 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
                 raise ConfigError("--answerer needs --questions FILE")
             questions = read_questions(args.questions, args.images)
             enforce(questions.bad, policy, str(args.questions))
+            train = [q for q in questions.questions if q.split == "train"] if split not in (None, "train") else []
             questions.questions = [q for q in questions.questions if split is None or q.split in (None, split)]
             answerer = create(args.answerer, Role.ANSWERER, options)
             results["vqa"] = evaluate_vqa(questions, answerer, progress)
+            if train:
+                results |= answer_baselines(train, questions.questions)
             if args.llm:
                 results["vqa_llm"] = _written(args, questions.questions, answerer, options, progress)
         if args.entailer:
@@ -76,6 +91,30 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
     finally:
         bars.close()
     return results
+
+
+def answer_baselines(train: list[Question], questions: list[Question]) -> dict[str, Any]:
+    """VQA accuracy of two answerers that never look at the image, learned from the training split:
+    the most common answer (majority), and for each question its most common training answer (the
+    question's prior; the majority for questions never seen). A model that reads the image beats both.
+    """
+    target = [max(q.answers, key=q.answers.count) for q in train]  # a question's own majority answer
+    majority = Counter(target).most_common(1)[0][0]
+    by_question: dict[str, Counter] = {}
+    for question, answer in zip(train, target, strict=True):
+        by_question.setdefault(question.question, Counter())[answer] += 1
+
+    def prior(question: Question) -> str:
+        seen = by_question.get(question.question)
+        return seen.most_common(1)[0][0] if seen else majority
+
+    def accuracy(answer_of: Callable[[Question], str]) -> float:
+        return float(np.mean([vqa_accuracy(answer_of(q), q.answers) for q in questions])) if questions else 0.0
+
+    return {
+        "vqa_majority_answer": {"answer": majority, "vqa_accuracy": accuracy(lambda _: majority)},
+        "vqa_question_prior": {"vqa_accuracy": accuracy(prior), "train_questions": len(train)},
+    }
 
 
 def _written(args: argparse.Namespace, questions: list, answerer: Any, options: ModelOptions, progress: Any) -> dict:

@@ -209,3 +209,20 @@ def attach_negatives(
     data.negatives = negatives
     data.skipped.extend(bad)
     return sum(len(n) for n in negatives)
+
+
+def ranking_texts(
+    data: TrainData, rows: Sequence[int], rng: np.random.Generator, ranked: int
+) -> tuple[list[int], list[str]]:
+    """For a ranking loss against explicit negatives: the batch positions whose image has any, and
+    per such image a true caption followed by `ranked` of its false edits (drawn with `rng`)."""
+    known = data.negatives
+    picked = [j for j, i in enumerate(rows) if known and known[i]]
+    texts: list[str] = []
+    for j in picked:
+        pairs = known[rows[j]]
+        caption = pairs[rng.integers(len(pairs))][0]
+        false = [negative for true, negative in pairs if true == caption]
+        chosen = rng.choice(len(false), size=ranked, replace=len(false) < ranked)
+        texts += [caption, *(false[k] for k in chosen)]
+    return picked, texts

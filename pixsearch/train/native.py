@@ -74,6 +74,8 @@ class NativeSetup:
     batch_size: int
     seed: int
     steps: int  # total steps of the run (tasks may schedule by it)
+    from_scratch: bool = False  # the input is a random tiny model built for this run, not a trained one
+    mined: Any = None  # mining.HardNegatives from --miner, for the tasks that take them
 
 
 @dataclass(frozen=True)
@@ -251,11 +253,9 @@ def write_weights(
             f"cannot write the trained weights in the layout of {source}: "
             + "; ".join(p for p in (_listed("keys it lacks", unknown), _listed("other shapes", misshapen)) if p)
         )
-    # clone: tensors tied to each other (a decoder bias stored under two names) stay equal but are
-    # written separately, as a freshly loaded source would hold them
-    flat = {
-        k: (updates[k].detach().to("cpu", v.dtype).clone() if k in updates else v.clone()) for k, v in original.items()
-    }
+    # tensors not trained are written as read (memory-mapped: not copied); trained ones are cloned, so
+    # a tensor the model ties to another (a decoder bias stored under two names) is written under each
+    flat = {k: (updates[k].detach().to("cpu", v.dtype).clone() if k in updates else v) for k, v in original.items()}
     flat.update({k: v.detach().to("cpu").clone() for k, v in updates.items() if k not in original})
     partial = target.with_name(f"partial-{target.name}")  # same suffix: the same format
     _write_weights_file(partial, _rewrap(raw, flat))

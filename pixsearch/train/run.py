@@ -16,6 +16,7 @@ from pixsearch.models.roles import Role
 from pixsearch.models.spec import ModelOptions, ModelSpec
 from pixsearch.train.data import TrainData, attach_negatives, load_captions, load_questions
 from pixsearch.train.loop import TrainOptions, TrainProgress, TrainReport, train
+from pixsearch.train.mining import HardNegatives, mine
 from pixsearch.train.native import NATIVE_TRAINABLE, NativeBackend, NativeSetup, native_backend
 from pixsearch.train.tasks import TRAINABLE, image_transform, model_directory
 from pixsearch.train.tiny import TinyConfig, build_tiny
@@ -23,7 +24,7 @@ from pixsearch.train.tokenizer import words_of
 
 log = logging.getLogger(__name__)
 
-RERANKERS_WITH_NEGATIVES = ("blip-itm", "vle-itm")  # the ITM tasks that use explicit false captions
+RERANKERS_WITH_NEGATIVES = ("blip-itm", "vle-itm", "mplug-itm")  # the ITM tasks that use explicit false captions
 Progress = Callable[[str, int, int, float | None], None]  # (phase, done, total, loss or None)
 
 
@@ -36,9 +37,11 @@ class TrainJob:
     data: a captions file (Karpathy JSON, CSV, JSONL); for VQA, a questions JSONL file; for ofa-ve, a
         statements CSV / JSONL file.
     init: the checkpoint to start from (a folder or hub id); None builds a tiny model from scratch.
-    miner: for blip-itm, the dual encoder spec whose confusions give the hard negatives.
-    negatives: for blip-itm or vle-itm, an optional file of captions false of the training images (CSV or JSONL
-        with columns image and negative, paths relative to image_root); they teach word order.
+    miner: for blip-itm (required) and mplug-itm, the dual encoder spec whose confusions give the hard
+        negatives (mplug-itm without one draws them from each batch by its own ITC, as the original).
+    negatives: for blip-itm, vle-itm or mplug-itm, an optional file of captions false of the training
+        images (CSV or JSONL with columns image and negative, paths relative to image_root); they teach
+        word order.
     """
 
     backend: str
@@ -59,12 +62,13 @@ class TrainJob:
         if self.backend not in TRAINABLE + NATIVE_TRAINABLE:
             known = ", ".join(TRAINABLE + NATIVE_TRAINABLE)
             raise ConfigError(f"pixsearch cannot train {self.backend!r}; it trains {known}")
-        if self.miner and self.backend != "blip-itm":
-            raise ConfigError(f"a miner (--miner) mines hard negatives for blip-itm, not {self.backend}")
+        if self.miner and self.backend not in ("blip-itm", "mplug-itm"):
+            raise ConfigError(f"a miner (--miner) mines hard negatives for blip-itm or mplug-itm, not {self.backend}")
         if self.backend == "blip-itm" and not self.miner:
             raise ConfigError("training blip-itm needs a dual encoder to mine hard negatives (--miner SPEC)")
         if self.negatives is not None and self.backend not in RERANKERS_WITH_NEGATIVES:
-            raise ConfigError(f"a negatives file trains a blip-itm or vle-itm reranker, not {self.backend}")
+            known = " or ".join(RERANKERS_WITH_NEGATIVES)
+            raise ConfigError(f"a negatives file trains a {known} reranker, not {self.backend}")
         if self.backend == "siglip" and self.init is None:
             raise ConfigError(
                 "siglip is fine-tuned from a checkpoint (--init); tiny models from scratch are clip / blip"
@@ -105,7 +109,11 @@ def run_job(job: TrainJob, progress: Progress = _silent, model_options: ModelOpt
         kept = attach_negatives(data, job.negatives, image_root=job.image_root, policy=job.policy)
         log.info("%d explicit negatives for %d training images", kept, sum(1 for n in data.negatives if n))
     if native is not None:
-        task = native.task(NativeSetup(job.backend, directory, data, job.batch_size, job.seed, job.options.steps))
+        mined = _mined(job, data, progress, model_options) if job.miner else None
+        setup = NativeSetup(
+            job.backend, directory, data, job.batch_size, job.seed, job.options.steps, job.init is None, mined
+        )
+        task = native.task(setup)
     else:
         task = _task(job, spec, data, progress, model_options or ModelOptions(dtype="float32"))
 
@@ -144,7 +152,6 @@ def _texts(job: TrainJob, native: NativeBackend | None) -> list[str]:
 
 def _task(job: TrainJob, spec: ModelSpec, data: TrainData, progress: Progress, model_options: ModelOptions):
     from pixsearch.train.blip_tasks import CaptionTask, ItmTask, VqaTask
-    from pixsearch.train.mining import mine
     from pixsearch.train.tasks import ContrastiveTask
 
     if job.backend in ("clip", "siglip"):
@@ -153,13 +160,18 @@ def _task(job: TrainJob, spec: ModelSpec, data: TrainData, progress: Progress, m
         return CaptionTask(spec, data, job.batch_size, job.seed)
     if job.backend == "blip-vqa":
         return VqaTask(spec, data, job.batch_size, job.seed)
-    assert job.miner is not None
-    miner = registry.create(job.miner, Role.DUAL_ENCODER, model_options)
-    try:
-        negatives = mine(miner, data, progress=lambda done, total: progress("mine negatives", done, total, None))
-    finally:
-        miner.close()
+    negatives = _mined(job, data, progress, model_options)
     steps = job.options.steps
     return ItmTask(
         spec, data, negatives, job.batch_size, job.seed, hard_from=int(0.3 * steps), hard_ramp=int(0.2 * steps)
     )
+
+
+def _mined(job: TrainJob, data: TrainData, progress: Progress, model_options: ModelOptions | None) -> HardNegatives:
+    """The hard negatives the job's miner (a dual encoder) finds among the training images and captions."""
+    assert job.miner is not None
+    miner = registry.create(job.miner, Role.DUAL_ENCODER, model_options or ModelOptions(dtype="float32"))
+    try:
+        return mine(miner, data, progress=lambda done, total: progress("mine negatives", done, total, None))
+    finally:
+        miner.close()

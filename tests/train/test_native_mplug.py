@@ -21,6 +21,7 @@ from pixsearch.models.mplug.loading import load_model
 from pixsearch.models.mplug.modeling import RUN_PARTS
 from pixsearch.synth import SynthOptions, write_dataset
 from pixsearch.train import TrainJob, TrainOptions, last_checkpoint, run_job, train
+from pixsearch.train.data import attach_negatives
 from pixsearch.train.mplug_tiny import build_tiny_mplug
 from pixsearch.train.native import (
     MASTER_WEIGHTS,
@@ -188,13 +189,24 @@ def _half(folder: Path, target: Path) -> Path:
 
 @pytest.mark.parametrize(("task", "float16"), [(RETRIEVAL, True), (VQA, False)])
 def test_a_killed_run_resumes_bit_for_bit(
-    task: str, float16: bool, checkpoints: dict[str, Path], world: Path, tmp_path: Path
+    task: str, float16: bool, checkpoints: dict[str, Path], world: Path, tmp_path: Path, clip_spec: str
 ) -> None:
     init = _half(checkpoints[task], tmp_path / "init") if float16 else checkpoints[task]
 
     def job(output: Path) -> TrainJob:
         options = _options(6, checkpoint_every=2, log_every=1)
-        return TrainJob(BACKENDS[task], world / DATA[task], output, init=str(init), batch_size=8, options=options)
+        # the reranker also learns from the world's swapped-attribute captions and a miner's negatives
+        negatives, miner = (world / "negatives.jsonl", clip_spec) if task == RETRIEVAL else (None, None)
+        return TrainJob(
+            BACKENDS[task],
+            world / DATA[task],
+            output,
+            init=str(init),
+            batch_size=8,
+            miner=miner,
+            negatives=negatives,
+            options=options,
+        )
 
     whole = run_job(job(tmp_path / "whole"))
 
@@ -272,3 +284,19 @@ def test_from_scratch_in_chinese(world: Path, tmp_path: Path) -> None:
     ids = captioner.tokenizer.encode(["一只红色的圆"])[0][0].tolist()
     assert captioner.tokenizer.vocab["[UNK]"] not in ids
     assert captioner.tokenizer.decode(ids, cjk=True) == "一只红色的圆"
+
+
+def test_hard_negatives_come_in_gradually_only_from_scratch(checkpoints: dict[str, Path], world: Path) -> None:
+    fine_tune = _task(RETRIEVAL, checkpoints[RETRIEVAL], world, steps=100)
+    assert [fine_tune.hard_share(step) for step in (0, 50, 99)] == [1.0, 1.0, 1.0]
+    backend = native_backend("mplug-itm")
+    rows = backend.loader(world / "captions.jsonl", backend.transform(checkpoints[RETRIEVAL]), split="train")
+    setup = NativeSetup("mplug-itm", checkpoints[RETRIEVAL], rows, 8, seed=3, steps=100, from_scratch=True)
+    scratch = backend.task(setup)
+    assert [scratch.hard_share(step) for step in (0, 30, 40, 50, 99)] == [0.0, 0.0, 0.25, 0.5, 0.5]
+    # a caption listed as false of an image that is another image's own (a swapped twin) makes the
+    # first image a hard negative for it
+    attach_negatives(rows, world / "negatives.jsonl")
+    ranked = backend.task(setup)
+    twins = {c: images for c, images in ranked.false_of.items() if any(c in own for own in rows.captions)}
+    assert twins and all(c not in rows.captions[i] for c, images in twins.items() for i in images)
