@@ -131,6 +131,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     index.add_argument("--ray-actors", type=int, metavar="N", help="model actors (default: one per GPU, or CPUs/2)")
     index.add_argument(
+        "--index-type",
+        metavar="TYPE",
+        help="auto (exact below 50k vectors, IVF-PQ above), flat or ivfpq, with optional parameters: "
+        "ivfpq:nlist=1024,m=64,nprobe=32,rerank=400 (env PIXSEARCH_INDEX_TYPE; kept by the library)",
+    )
+    index.add_argument(
         "--query-model",
         metavar="SPEC",
         help="answer word queries with this text model (e.g. st-text: multilingual CLIP); 'none' clears it",
@@ -258,6 +264,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         sim_weight=getattr(args, "sim_weight", None),
         rerank_disk_cache=getattr(args, "rerank_disk_cache", None),
         rerank_cache_max=getattr(args, "rerank_cache_max", None),
+        index_type=getattr(args, "index_type", None),
     )
 
 

@@ -33,6 +33,7 @@ from pixsearch.search.results import FILTER
 from pixsearch.search.service import check_k
 from pixsearch.settings import Settings
 from pixsearch.storage import Library
+from pixsearch.storage.ann import IndexChoice
 from pixsearch.storage.schema import ModelRow
 from pixsearch.storage.status import library_status
 
@@ -98,6 +99,7 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
         reindex=args.reindex,
         lock_wait_s=args.wait,
         ray=ray,
+        index_choice=IndexChoice.parse(settings.index_type) if settings.index_type else None,
     )
     bars = _Bars()
     started = time.perf_counter()
@@ -340,6 +342,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"images    {status.images} ({status.image_vectors} vectors)")
     print(f"texts     {status.texts} ({status.text_vectors} vectors)")
     print(f"index     {status.index_type or '-'}, {status.index_bytes / 1e6:.1f} MB on disk")
+    print(f"          type asked for: {status.index_choice}")
     print(
         f"rerank    {status.rerank_cache_bytes / 1e6:.1f} MB of cached reranker features on disk"
         + (

@@ -35,6 +35,7 @@ class Settings:
     sim_weight: str = "auto"  # itm+sim: a number, 'logit-scale' or 'auto' (see rerank.fusion.similarity_weight)
     rerank_disk_cache: bool = False
     rerank_cache_max: str | None = None  # bound of the reranker's disk cache, e.g. 2G (see rerank.cache.parse_size)
+    index_type: str | None = None  # auto, flat or ivfpq[:name=value,...] (see pixsearch.storage.ann); None: keep
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -74,6 +75,10 @@ class Settings:
             parse_size(self.rerank_cache_max)  # a size, or a clear ConfigError
         if self.max_pixels < 1:
             raise ConfigError(f"max pixels must be positive, got {self.max_pixels}")
+        if self.index_type is not None:
+            from pixsearch.storage.ann import IndexChoice
+
+            IndexChoice.parse(self.index_type)  # a clear ConfigError naming the bad part
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -38,6 +38,7 @@ from pixsearch.indexer.ray_job import RayOptions
 from pixsearch.indexer.scan import Entry, Problem, check_roots, scan
 from pixsearch.models.preprocess import stack
 from pixsearch.models.roles import DualEncoder, Tower
+from pixsearch.storage.ann import IndexChoice
 from pixsearch.storage.library import IMAGES, Library
 from pixsearch.storage.schema import ModelRow
 from pixsearch.storage.vector_index import VectorIndex
@@ -56,6 +57,7 @@ class IndexOptions:
     max_bytes: int = DEFAULT_MAX_BYTES  # larger files are refused before they are read
     lock_wait_s: float = 0.0  # how long to wait for another writer of the library to finish
     ray: RayOptions | None = None  # decode and embed on a Ray cluster instead of in this process
+    index_choice: IndexChoice | None = None  # ask the library for this index type from now on (None: keep)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,8 @@ class Indexer:
             self._model = self.library.use_model(
                 session, str(self.encoder.spec), self.encoder.preprocess_id, self.encoder.dim, self.options.reindex
             )
+            if self.options.index_choice is not None:  # built at the next save
+                self.library.set_index_choice(session, self.options.index_choice)
         self._index = self.library.load_index(IMAGES, self._model)
         self._last_save = time.monotonic()
 

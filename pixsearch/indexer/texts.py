@@ -105,7 +105,11 @@ def _index_texts(
                 session.add(embedding)
                 embeddings.append(embedding)
             session.flush()
-            index.add(np.asarray([e.id for e in embeddings], dtype=np.int64), vectors)
+            index.add(
+                np.asarray([e.id for e in embeddings], dtype=np.int64),
+                vectors,
+                np.asarray([e.text_id for e in embeddings], dtype=np.int64),
+            )
             index.generation = library.bump_generation(session, TEXTS, model.key)
         report.added += len(batch)
         if progress:

@@ -104,7 +104,7 @@ def copy(session: Session, source_id: int, item: Hashed, model_key: str, index: 
     row.embeddings.append(Embedding(model_key=model_key, vector=vector))
     session.add(row)
     session.flush()
-    index.add(np.asarray([row.embeddings[0].id]), np.frombuffer(vector, dtype=np.float32)[None, :])
+    index.add(np.asarray([row.embeddings[0].id]), np.frombuffer(vector, dtype=np.float32)[None, :], [row.id])
     keywords.refresh(session, [row.id])
 
 
@@ -161,6 +161,10 @@ def store_embedded(
         session.add(row)
         new_embeddings.append(embedding)
     session.flush()
-    index.add(np.asarray([e.id for e in new_embeddings], dtype=np.int64), np.asarray(vectors, dtype=np.float32))
+    index.add(
+        np.asarray([e.id for e in new_embeddings], dtype=np.int64),
+        np.asarray(vectors, dtype=np.float32),
+        np.asarray([e.image_id for e in new_embeddings], dtype=np.int64),
+    )
     clear_failures(session, paths)
     keywords.refresh(session, [e.image_id for e in new_embeddings])

@@ -18,7 +18,12 @@ from sqlalchemy import select
 from pixsearch.errors import ConfigError
 from pixsearch.search.results import ImageHit
 from pixsearch.search.service import SearchService
-from pixsearch.storage.schema import Embedding, ImageRow
+from pixsearch.storage.ann import FLAT
+from pixsearch.storage.library import IMAGES
+from pixsearch.storage.schema import ImageRow
+from pixsearch.storage.vector_index import VectorIndex
+
+_MAX_NEIGHBOURS = 64
 
 
 def leaders(neighbours: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
@@ -40,49 +45,71 @@ def leaders(neighbours: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64
     return owner
 
 
-def _neighbours(vectors: npt.NDArray[np.float32], threshold: float, batch: int) -> list[npt.NDArray[np.int64]]:
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    found: list[npt.NDArray[np.int64]] = []
-    for start in range(0, len(vectors), batch):
-        limits, _, ids = index.range_search(vectors[start : start + batch], threshold)
-        for row in range(len(limits) - 1):
-            near = ids[limits[row] : limits[row + 1]].astype(np.int64)
-            found.append(near[near != start + row])
+def _neighbours(index: VectorIndex, ids: npt.NDArray[np.int64], threshold: float, batch: int) -> list[np.ndarray]:
+    """For each vector (by its position in `ids`), the positions of the others within `threshold`.
+
+    A flat index is searched exactly by range; an approximate one gives each vector's nearest
+    `_MAX_NEIGHBOURS` (re-scored exactly), so a group in a large library holds at most that many.
+    """
+    found: list[np.ndarray] = []
+    if index.kind == FLAT:
+        flat = faiss.IndexFlatIP(index.dim)
+        for _, _, vectors in index.chunks(batch):
+            flat.add(vectors)
+    start = 0
+    for _, _, vectors in index.chunks(batch):
+        if index.kind == FLAT:
+            limits, _, near = flat.range_search(vectors, threshold)
+            rows = [near[limits[r] : limits[r + 1]].astype(np.int64) for r in range(len(limits) - 1)]
+        else:
+            scores, near_ids = index.search(vectors, min(_MAX_NEIGHBOURS, len(ids)))
+            rows = [np.searchsorted(ids, i[(s >= threshold) & (i >= 0)]) for s, i in zip(scores, near_ids, strict=True)]
+        found.extend(near[near != start + r] for r, near in enumerate(rows))
+        start += len(vectors)
     return found
 
 
 def find_duplicates(service: SearchService, threshold: float = 0.95, batch: int = 4096) -> list[list[ImageHit]]:
     """Every group of two or more near-identical photos, largest first. A group starts with its
     representative; each hit's score is its similarity to the representative (so never below `threshold`).
+    The vectors are read from the index (its memory-mapped vector file), not the database.
 
     Raises:
         ConfigError: a threshold outside (0, 1].
     """
     if not 0 < threshold <= 1:
         raise ConfigError(f"duplicate threshold must be in (0, 1], got {threshold}")
-    with service.library.session() as session:
-        rows = session.execute(
-            select(ImageRow, Embedding.vector)
-            .join(Embedding, Embedding.image_id == ImageRow.id)
-            .where(Embedding.model_key == service.model.key)
-            .order_by(ImageRow.id)
-        ).all()
-    if len(rows) < 2:
+    index = service.index(IMAGES)
+    ids = index.ids()
+    if len(ids) < 2:
         return []
-    vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(len(rows), -1).copy()
-    owner = leaders(_neighbours(vectors, threshold, batch))
+    owner = leaders(_neighbours(index, ids, threshold, batch))
     groups: dict[int, list[int]] = {}
     for i, representative in enumerate(owner.tolist()):
         groups.setdefault(representative, []).append(i)
+    groups = {r: members for r, members in groups.items() if len(members) > 1}
+    image_of = dict(zip(ids.tolist(), index.owners_of(ids).tolist(), strict=True))
+    rows = _rows(service, [image_of[int(ids[i])] for members in groups.values() for i in members])
     result = []
     for representative, members in groups.items():
-        if len(members) < 2:
-            continue
-        similarity = vectors[members] @ vectors[representative]
-        ranked = sorted(zip(members, similarity.tolist(), strict=True), key=lambda m: (m[0] != representative, -m[1]))
-        result.append([_hit(rows[i][0], score) for i, score in ranked])
+        _, vectors = index.vectors_of(ids[members])
+        _, (lead,) = index.vectors_of(ids[[representative]])
+        ranked = sorted(
+            zip(members, (vectors @ lead).tolist(), strict=True), key=lambda m: (m[0] != representative, -m[1])
+        )
+        hits = [_hit(row, score) for i, score in ranked if (row := rows.get(image_of[int(ids[i])])) is not None]
+        if len(hits) > 1:
+            result.append(hits)
     return sorted(result, key=lambda g: (-len(g), g[0].image_id))
+
+
+def _rows(service: SearchService, image_ids: list[int], chunk: int = 10_000) -> dict[int, ImageRow]:
+    rows: dict[int, ImageRow] = {}
+    with service.library.session() as session:
+        for start in range(0, len(image_ids), chunk):
+            query = select(ImageRow).where(ImageRow.id.in_(image_ids[start : start + chunk]))
+            rows.update((row.id, row) for row in session.execute(query).scalars())
+    return rows
 
 
 def _hit(row: ImageRow, score: float) -> ImageHit:

@@ -20,7 +20,7 @@ from pixsearch.search.results import FILTER, SIMILARITY, ImageHit
 from pixsearch.search.service import SearchService, check_k
 from pixsearch.storage import keywords
 from pixsearch.storage.library import IMAGES
-from pixsearch.storage.schema import Embedding, ImageRow
+from pixsearch.storage.schema import ImageRow
 
 STOPWORDS = frozenset("a an and are as at be by for from in is it of on or the to with".split())
 
@@ -114,12 +114,13 @@ def hybrid_search(
     if allowed is not None and not allowed:
         result.empty = Empty.NO_FILTER_MATCH
         return result
+    index = service.index(IMAGES)  # one index for the whole query: every vector read below comes from it
     vector, candidates, relevant = None, [], []
     if parsed.has_vector:
         vector = _query_vector(service, parsed)
-        candidates = _vector_candidates(service, vector, allowed, excluded, pool)
+        candidates = _vector_candidates(service, index, vector, allowed, excluded, pool)
         result.best_score = candidates[0][1] if candidates else None
-        relevant = _relevant(service, parsed, vector, candidates, options, background)
+        relevant = _relevant(service, index, parsed, vector, candidates, options, background)
     keyword_ranking, keyword_scores = _keyword_ranking(service, parsed, allowed, excluded, pool)
     if parsed.phrases:  # a quoted phrase must appear
         if not keyword_scores:
@@ -127,9 +128,9 @@ def hybrid_search(
             return result
         relevant = [c for c in relevant if c[0] in keyword_scores]
     order, fused = _order(service, parsed, relevant, keyword_ranking, allowed, excluded, pool, options)
-    hits = _hits(service, order, vector, keyword_scores, fused, {i: z for i, _, z in relevant})
+    hits = _hits(service, index, order, vector, keyword_scores, fused, {i: z for i, _, z in relevant})
     if options.duplicate_threshold is not None and hits:
-        hits = _collapse(service, hits, options.duplicate_threshold)
+        hits = _collapse(service, index, hits, options.duplicate_threshold)
     result.hits, result.total = hits[offset : offset + k], len(hits)
     if not hits:
         result.empty = _why_empty(parsed, candidates, relevant, excluded)
@@ -172,17 +173,16 @@ def _query_vector(service: SearchService, parsed: ParsedQuery) -> np.ndarray:
     return combined / norm
 
 
-def _vector_candidates(service, vector, allowed, excluded, pool) -> list[tuple[int, float]]:
+def _vector_candidates(service, index, vector, allowed, excluded, pool) -> list[tuple[int, float]]:
     """(image id, similarity) of the `pool` nearest photos that pass the filters, best first."""
-    index = service.index(IMAGES)
     total = len(index)
     if allowed is not None and len(allowed) <= max(20 * pool, total // 20):
-        return _exact(service, vector, allowed - excluded)[:pool]  # selective filter: score just those
+        return _exact(service, index, vector, allowed - excluded)[:pool]  # selective filter: score just those
     fetch = pool * 2
     while True:  # over-fetch until enough pass the filters, or the index is exhausted
         scores, ids = index.search(vector[None, :].astype(np.float32), min(fetch, total))
         pairs = [(int(e), float(s)) for e, s in zip(ids[0], scores[0], strict=True) if e >= 0]
-        image_of = service.image_ids_of([e for e, _ in pairs])
+        image_of = service.image_ids_of([e for e, _ in pairs], index)
         ranked = [
             (image_of[e], s)
             for e, s in pairs
@@ -199,7 +199,7 @@ def _background(service: SearchService, options: SearchOptions) -> Background:
     return calibrated or Background(options.background, options.cutoff_z if options.cutoff_z is not None else 0.0)
 
 
-def _relevant(service, parsed, vector, candidates, options, background) -> list[tuple[int, float, float | None]]:
+def _relevant(service, index, parsed, vector, candidates, options, background) -> list[tuple[int, float, float | None]]:
     """The candidates that pass the relevance cut-off: (image id, similarity, z), best first."""
     if not candidates or (options.cutoff_z is None and options.min_score is None):
         return [(i, s, None) for i, s in candidates]
@@ -207,7 +207,7 @@ def _relevant(service, parsed, vector, candidates, options, background) -> list[
     if unrelated.sum() < 3:  # the query names nearly every prompt: judge it against them all
         unrelated[:] = True
     prompts = service.text_vectors(background.prompts)[unrelated]
-    ids, vectors = _stored_vectors(service, [i for i, _ in candidates])
+    ids, vectors = service.vectors_of([i for i, _ in candidates], index)
     z_of = dict(zip(ids, z_scores(vector.astype(np.float32), vectors, prompts).tolist(), strict=True))
     return [
         (i, s, z_of[i])
@@ -218,22 +218,8 @@ def _relevant(service, parsed, vector, candidates, options, background) -> list[
     ]
 
 
-def _stored_vectors(service: SearchService, image_ids=None, limit: int | None = None) -> tuple[list[int], np.ndarray]:
-    query = select(Embedding.image_id, Embedding.vector).where(Embedding.model_key == service.model.key)
-    if image_ids is not None:
-        query = query.where(Embedding.image_id.in_(list(image_ids)))
-    if limit is not None:
-        query = query.order_by(Embedding.id).limit(limit)
-    with service.library.session() as session:
-        rows = session.execute(query).all()
-    if not rows:
-        return [], np.zeros((0, service.model.dim), dtype=np.float32)
-    vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(len(rows), -1)
-    return [image_id for image_id, _ in rows], vectors
-
-
-def _exact(service, vector, ids) -> list[tuple[int, float]]:
-    image_ids, vectors = _stored_vectors(service, ids)
+def _exact(service, index, vector, ids) -> list[tuple[int, float]]:
+    image_ids, vectors = service.vectors_of(sorted(ids), index)
     scores = vectors @ vector
     return [(image_ids[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
@@ -247,7 +233,7 @@ def _keyword_ranking(service, parsed: ParsedQuery, allowed, excluded, pool):
     return [i for i, _ in found], dict(found)
 
 
-def _hits(service, order, vector, keyword_scores, fused, relevance) -> list[ImageHit]:
+def _hits(service, index, order, vector, keyword_scores, fused, relevance) -> list[ImageHit]:
     """Rows in result order. `score` is always the cosine similarity to the query vector (keyword
     matches included), so it means the same with or without keywords and feeds reranking fusion;
     `fused_score` is what ordered them when keywords took part. Without a query vector (filters
@@ -258,7 +244,7 @@ def _hits(service, order, vector, keyword_scores, fused, relevance) -> list[Imag
         rows = {r.id: r for r in session.execute(select(ImageRow).where(ImageRow.id.in_(order))).scalars()}
     similarity: dict[int, float] = {}
     if vector is not None:
-        ids, vectors = _stored_vectors(service, order)
+        ids, vectors = service.vectors_of(order, index)
         similarity = dict(zip(ids, (vectors @ vector).tolist(), strict=True))
     return [
         ImageHit(
@@ -280,10 +266,10 @@ def _hits(service, order, vector, keyword_scores, fused, relevance) -> list[Imag
     ]
 
 
-def _collapse(service, hits: list[ImageHit], threshold: float) -> list[ImageHit]:
+def _collapse(service, index, hits: list[ImageHit], threshold: float) -> list[ImageHit]:
     """Each hit followed by near-identical ones (within `threshold` of it) keeps them as its
     `near_identical` members, in result order; the members leave the list."""
-    ids, vectors = _stored_vectors(service, [h.image_id for h in hits])
+    ids, vectors = service.vectors_of([h.image_id for h in hits], index)
     by_id = dict(zip(ids, vectors, strict=True))
     present = [h for h in hits if h.image_id in by_id]
     owners = group_near_duplicates(np.stack([by_id[h.image_id] for h in present]), threshold) if present else []

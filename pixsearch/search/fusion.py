@@ -31,15 +31,15 @@ def fused_scores(rankings: Sequence[Sequence[int]], weights: Sequence[float], k:
 def group_near_duplicates(vectors: npt.NDArray[np.float32], threshold: float) -> list[int]:
     """For vectors in ranked order, the index of the earlier kept vector each one duplicates
     (cosine >= threshold), or its own index when it is kept."""
-    kept: list[int] = []
-    owner = []
-    for i, vector in enumerate(vectors):
-        if kept:
-            similarity = vectors[kept] @ vector
-            best = int(np.argmax(similarity))
-            if similarity[best] >= threshold:
-                owner.append(kept[best])
-                continue
-        kept.append(i)
-        owner.append(i)
+    count = len(vectors)
+    similarity = vectors @ vectors.T  # a page of results is hundreds of vectors: one product, then a walk
+    alike = np.tril(similarity >= threshold, k=-1)  # alike[i, j]: j is earlier than i and within the threshold
+    kept = np.zeros(count, dtype=bool)
+    owner = list(range(count))
+    for i in range(count):
+        earlier = np.flatnonzero(alike[i] & kept)
+        if len(earlier):
+            owner[i] = int(earlier[np.argmax(similarity[i, earlier])])
+        else:
+            kept[i] = True
     return owner

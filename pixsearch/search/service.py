@@ -16,8 +16,7 @@ from pixsearch.models.spec import ModelOptions
 from pixsearch.search.relevance import Background
 from pixsearch.search.results import ImageHit, TextHit
 from pixsearch.storage.library import IMAGES, TEXTS, Library
-from pixsearch.storage.schema import Embedding as EmbeddingRow
-from pixsearch.storage.schema import ImageRow, ModelRow, TextEmbedding, TextRow
+from pixsearch.storage.schema import ImageRow, ModelRow, TextRow
 from pixsearch.storage.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -147,15 +146,10 @@ class SearchService:
         Raises:
             NotFoundError: the image is not in the library (or has no vector yet).
         """
-        with self.library.session() as session:
-            blob = session.execute(
-                select(EmbeddingRow.vector).where(
-                    EmbeddingRow.image_id == image_id, EmbeddingRow.model_key == self.model.key
-                )
-            ).scalar_one_or_none()
-        if blob is None:
+        found, vectors = self.vectors_of([image_id])
+        if not found:
             raise NotFoundError(f"image {image_id} is not in the library")
-        return np.frombuffer(blob, dtype=np.float32)
+        return vectors[0]
 
     def vector_to_image(self, vector: np.ndarray, k: int = 10, offset: int = 0) -> list[ImageHit]:
         check_k(k, offset)
@@ -181,13 +175,24 @@ class SearchService:
             hits = [hit for hit in hits if hit.collection == collection]
         return hits[:k]
 
-    def image_ids_of(self, vector_ids: Sequence[int]) -> dict[int, int]:
-        """FAISS ids (embedding rows) -> image ids."""
-        if not vector_ids:
+    def image_ids_of(self, vector_ids: Sequence[int], index: VectorIndex | None = None) -> dict[int, int]:
+        """FAISS ids (embedding rows) -> image ids, from the image index (`index` when the caller holds
+        it already; no database read)."""
+        if not len(vector_ids):
             return {}
-        with self.library.session() as session:
-            query = select(EmbeddingRow.id, EmbeddingRow.image_id).where(EmbeddingRow.id.in_(list(vector_ids)))
-            return {vector_id: image_id for vector_id, image_id in session.execute(query)}
+        owners = (index or self.index(IMAGES)).owners_of(np.asarray(vector_ids, dtype=np.int64))
+        return {int(v): int(o) for v, o in zip(vector_ids, owners.tolist(), strict=True) if o >= 0}
+
+    def vectors_of(self, image_ids: Sequence[int], index: VectorIndex | None = None) -> tuple[list[int], Embedding]:
+        """The stored vectors of images, read from the image index's vector file (memory-mapped), not
+        the database: (the image ids that have one, in the order given; their vectors [n, d]).
+        `index`: the image index, when the caller holds it already (one query, one index)."""
+        index = index or self.index(IMAGES)
+        wanted = np.asarray(list(image_ids), dtype=np.int64)
+        vector_ids = index.ids_of_owners(wanted)
+        present = vector_ids >= 0
+        found, vectors = index.vectors_of(vector_ids[present])
+        return wanted[present][found].tolist(), vectors[found]
 
     def all_images(self) -> list[ImageHit]:
         """Every image of the library as a hit with score 0 (for batch jobs over the library)."""
@@ -199,31 +204,25 @@ class SearchService:
     def _image_hits(self, pairs: list[tuple[int, float]]) -> list[ImageHit]:
         if not pairs:
             return []
+        image_of = self.image_ids_of([vector_id for vector_id, _ in pairs])
         with self.library.session() as session:
-            query = (
-                select(EmbeddingRow.id, ImageRow)
-                .join(ImageRow, ImageRow.id == EmbeddingRow.image_id)
-                .where(EmbeddingRow.id.in_([vector_id for vector_id, _ in pairs]))
-            )
-            rows = {vector_id: image for vector_id, image in session.execute(query)}
+            query = select(ImageRow).where(ImageRow.id.in_(list(image_of.values())))
+            rows = {row.id: row for row in session.execute(query).scalars()}
         return [
             ImageHit(r.id, r.path, score, r.width, r.height, r.taken_at, r.camera, r.content_hash)
             for vector_id, score in pairs
-            if (r := rows.get(vector_id)) is not None
+            if (r := rows.get(image_of.get(vector_id, -1))) is not None
         ]
 
     def _text_hits(self, pairs: list[tuple[int, float]]) -> list[TextHit]:
         if not pairs:
             return []
+        owners = self.index(TEXTS).owners_of(np.asarray([vector_id for vector_id, _ in pairs], dtype=np.int64))
         with self.library.session() as session:
-            query = (
-                select(TextEmbedding.id, TextRow)
-                .join(TextRow, TextRow.id == TextEmbedding.text_id)
-                .where(TextEmbedding.id.in_([vector_id for vector_id, _ in pairs]))
-            )
-            rows = {vector_id: text for vector_id, text in session.execute(query)}
+            query = select(TextRow).where(TextRow.id.in_([int(o) for o in owners if o >= 0]))
+            rows = {row.id: row for row in session.execute(query).scalars()}
         return [
             TextHit(r.id, r.text, r.collection, score)
-            for vector_id, score in pairs
-            if (r := rows.get(vector_id)) is not None
+            for (_, score), owner in zip(pairs, owners.tolist(), strict=True)
+            if (r := rows.get(owner)) is not None
         ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,10 +26,12 @@ from sqlalchemy.orm import Session
 
 from pixsearch.atomic import TMP_SUFFIX
 from pixsearch.errors import LibraryError, ModelMismatchError
+from pixsearch.storage.ann import IndexChoice
 from pixsearch.storage.db import make_engine, session_factory, sqlite_url
 from pixsearch.storage.lock import WriterLock
 from pixsearch.storage.migrations import migrate
 from pixsearch.storage.schema import Embedding, ImageRow, Meta, ModelRow, TextEmbedding
+from pixsearch.storage.vector_file import VectorStore, write_vector_file
 from pixsearch.storage.vector_index import DIGEST_A, DIGEST_P, IdDigest, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 IMAGES = "images"
 TEXTS = "texts"
 _VECTOR_TABLES = {IMAGES: Embedding, TEXTS: TextEmbedding}
+_OWNER_COLUMNS = {IMAGES: Embedding.image_id, TEXTS: TextEmbedding.text_id}
 
 
 def model_key(spec: str, preprocess_id: str) -> str:
@@ -229,7 +233,7 @@ class Library:
         session.execute(delete(Meta).where(Meta.key.like("generation:%"), Meta.key.not_like(f"generation:%:{keep}")))
         for kind, table in _VECTOR_TABLES.items():
             removed += session.execute(delete(table).where(table.model_key != keep)).rowcount or 0
-            for path in self.index_dir.glob(f"{kind}-*.faiss"):
+            for path in self.index_dir.glob(f"{kind}-*"):  # index and vector files
                 if not path.name.startswith(f"{kind}-{keep}"):
                     path.unlink(missing_ok=True)
         return removed
@@ -237,6 +241,15 @@ class Library:
     # -- vector indexes -------------------------------------------------------------------
     def index_path(self, kind: str, key: str) -> Path:
         return self.index_dir / f"{kind}-{key}.faiss"
+
+    def index_choice(self, session: Session) -> IndexChoice:
+        """The index type this library asks for (`auto` unless set with `set_index_choice`)."""
+        raw = self.get_meta(session, "index_type")
+        return IndexChoice.parse(raw) if raw else IndexChoice()
+
+    def set_index_choice(self, session: Session, choice: IndexChoice) -> None:
+        """Ask for another index type; a writer builds it at its next save (`save_index`)."""
+        self.set_meta(session, "index_type", str(choice))
 
     def load_index(self, kind: str, model: ModelRow, persist: bool = True) -> VectorIndex:
         """The index of `kind` for `model`, rebuilt from stored vectors if its file is stale.
@@ -248,56 +261,111 @@ class Library:
         with self.session() as session:
             generation = self.generation(session, kind, model.key)
             digest = self.vector_digest(session, kind, model.key)
-        if path.exists():
+        for _attempt in range(3):  # a writer may replace the index and its vector file while we read them
+            stamp = _stamp(path)
+            if stamp is None:
+                break
             try:
                 index = VectorIndex.load(path)
-                if index.generation == generation and index.dim == model.dim and index.digest() == digest:
-                    return index
-                log.warning(
-                    "index %s (generation %d, %d vectors) disagrees with the database (generation %d, %d vectors): "
-                    "rebuilding from stored vectors",
-                    path,
-                    index.generation,
-                    len(index),
-                    generation,
-                    digest.count,
-                )
-            except (LibraryError, RuntimeError) as error:
+            except (LibraryError, RuntimeError, OSError) as error:
+                if _stamp(path) != stamp:
+                    continue
                 log.warning("index %s unreadable (%s): rebuilding from stored vectors", path, error)
+                break
+            if index.generation == generation and index.dim == model.dim and index.digest() == digest:
+                return index
+            log.warning(
+                "index %s (generation %d, %d vectors) disagrees with the database (generation %d, %d vectors): "
+                "rebuilding from stored vectors",
+                path,
+                index.generation,
+                len(index),
+                generation,
+                digest.count,
+            )
+            break
         return self.rebuild_index(kind, model, persist)
 
     def rebuild_index(self, kind: str, model: ModelRow, persist: bool = True) -> VectorIndex:
-        table = _VECTOR_TABLES[kind]
+        """The index of the stored vectors, of the type the library asks for. With `persist` and the
+        writer lock, the vectors stream from the database into a new vector file (a million need not
+        fit in memory) and the index is saved; otherwise it is held in memory."""
+        save = persist and self._writer.held
+        path = self.index_path(kind, model.key)
         with self.session() as session:
             generation = self.generation(session, kind, model.key)
-            index = VectorIndex(model.dim, generation)
-            query = select(table.id, table.vector).where(table.model_key == model.key).order_by(table.id)
-            batch_ids: list[int] = []
-            batch_vectors: list[bytes] = []
-            for row_id, blob in session.execute(query).yield_per(4096):
-                batch_ids.append(row_id)
-                batch_vectors.append(blob)
-                if len(batch_ids) == 4096:
-                    self._add_blobs(index, batch_ids, batch_vectors)
-                    batch_ids, batch_vectors = [], []
-            self._add_blobs(index, batch_ids, batch_vectors)
-        if persist and self._writer.held:
-            index.save(self.index_path(kind, model.key))
+            count = self.count_vectors(session, kind, model.key)
+            choice = self.index_choice(session)
+            chunks = self._stored_chunks(session, kind, model)
+            if save:
+                token = secrets.token_bytes(16)
+                vectors = path.with_name(f"{path.stem}-{token.hex()}.vectors")
+                write_vector_file(vectors, model.dim, count, chunks, token)
+            else:
+                store = _in_memory(model.dim, count, chunks)
+        if save:
+            with self.session() as session:
+                digest = self.vector_digest(session, kind, model.key)
+            store = VectorStore.open(vectors, digest, model.dim, token.hex())
+        index = VectorIndex(model.dim, generation, store)
+        index.fit(choice)
+        if save:
+            index.save(path)
         return index
 
     @staticmethod
-    def _add_blobs(index: VectorIndex, ids: list[int], blobs: list[bytes]) -> None:
-        if not ids:
-            return
-        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), index.dim)
-        index.add(np.asarray(ids, dtype=np.int64), vectors)
+    def _stored_chunks(session: Session, kind: str, model: ModelRow, size: int = 4096):
+        """(ids, owners, vectors) of the stored vectors of `model`, ascending by id, `size` rows at a time."""
+        table, owner = _VECTOR_TABLES[kind], _OWNER_COLUMNS[kind]
+        query = select(table.id, owner, table.vector).where(table.model_key == model.key).order_by(table.id)
+        rows = []
+        for row in session.execute(query).yield_per(size):
+            rows.append(row)
+            if len(rows) == size:
+                yield _chunk(rows, model.dim)
+                rows = []
+        if rows:
+            yield _chunk(rows, model.dim)
 
     def save_index(self, kind: str, key: str, index: VectorIndex) -> None:
-        """Write an index file; only the holder of the writer lock may (two writers would overwrite each other)."""
+        """Write an index file, first making it the type the library asks for at its size (an IVF-PQ
+        index is built once the library passes the threshold, and retrained when it has grown 4x);
+        only the holder of the writer lock may (two writers would overwrite each other)."""
         if not self._writer.held:
             raise LibraryError(f"index of library {self.root} written without holding its writer lock")
+        with self.session() as session:
+            choice = self.index_choice(session)
+        index.fit(choice)
         index.save(self.index_path(kind, key))
 
     def count_vectors(self, session: Session, kind: str, key: str) -> int:
         table = _VECTOR_TABLES[kind]
         return session.execute(select(func.count()).select_from(table).where(table.model_key == key)).scalar_one()
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` now (inode, modification time), None if none."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns
+
+
+def _chunk(rows: list, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    owners = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(row[2] for row in rows), dtype=np.float32).reshape(len(rows), dim)
+    return ids, owners, vectors
+
+
+def _in_memory(dim: int, count: int, chunks) -> VectorStore:
+    ids = np.empty(count, dtype=np.int64)
+    owners = np.empty(count, dtype=np.int64)
+    vectors = np.empty((count, dim), dtype=np.float32)
+    done = 0
+    for chunk_ids, chunk_owners, chunk_vectors in chunks:
+        end = done + len(chunk_ids)
+        ids[done:end], owners[done:end], vectors[done:end] = chunk_ids, chunk_owners, chunk_vectors
+        done = end
+    return VectorStore.from_arrays(ids[:done], owners[:done], vectors[:done])

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from pixsearch.storage.library import IMAGES, TEXTS, Library
 from pixsearch.storage.schema import ImageRow, ModelRow, SkippedFile, TextRow
+from pixsearch.storage.vector_index import read_index_record
 
 
 @dataclass
@@ -23,8 +24,10 @@ class LibraryStatus:
     pending_model: str | None = None  # a re-index switching to this model has not finished
     preprocess_id: str | None = None
     dim: int | None = None
-    index_type: str | None = None
-    index_bytes: int = 0
+    index_type: str | None = None  # what the image index file holds, with its parameters
+    index_params: dict | None = None
+    index_choice: str = "auto"  # what the library asks for (pixsearch index --index-type)
+    index_bytes: int = 0  # index and vector files
     rerank_cache_bytes: int = 0
     rerank_cache_images: int = 0  # feature files, over all rerankers
     rerank_cache_models: list[str] = field(default_factory=list)  # the rerankers with a disk cache
@@ -46,6 +49,7 @@ def library_status(library: Library) -> LibraryStatus:
             for row in session.execute(select(SkippedFile.path, SkippedFile.reason).order_by(SkippedFile.path))
         ]
         model = library.active_model(session)
+        status.index_choice = str(library.index_choice(session))
         status.query_model = library.query_model(session)
         pending = library.pending_model(session)
         pending_row = session.get(ModelRow, pending) if pending else None
@@ -55,10 +59,11 @@ def library_status(library: Library) -> LibraryStatus:
             status.image_vectors = library.count_vectors(session, IMAGES, model.key)
             status.text_vectors = library.count_vectors(session, TEXTS, model.key)
     if model is not None:
-        status.index_type = "flat (exact inner product)"
         for kind in (IMAGES, TEXTS):
-            path = library.index_path(kind, model.key)
-            status.index_bytes += path.stat().st_size if path.exists() else 0
+            record = read_index_record(library.index_path(kind, model.key))
+            status.index_bytes += record["bytes"] if record else 0
+            if kind == IMAGES and record:
+                status.index_type, status.index_params = record["description"], record["params"]
     root = library.root / "rerank-cache"
     if root.is_dir():
         files = list(root.rglob("*.pt"))

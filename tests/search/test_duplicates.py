@@ -15,7 +15,7 @@ from pixsearch.indexer import Indexer, IndexOptions
 from pixsearch.models import create
 from pixsearch.search import SearchService
 from pixsearch.search.duplicates import find_duplicates
-from pixsearch.storage import Library
+from pixsearch.storage import IMAGES, Library
 from pixsearch.storage.schema import Embedding
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ def library_with(tmp_path: Path, clip_spec: str):
             padded[:, : vectors.shape[1]] = vectors
             for row, vector in zip(rows, padded, strict=True):
                 row.vector = vector.tobytes()
+            model = library.active_model(session)
+            library.bump_generation(session, IMAGES, model.key)  # vectors changed: the index must follow
         return SearchService(library)
 
     return make
