@@ -39,7 +39,7 @@ EXIT_CODES = {
 TRAINING_COMMANDS = {
     "synth": "generate a synthetic data set of coloured shapes",
     "train": "train or fine-tune a model on image-caption pairs",
-    "eval": "recall, VQA accuracy, BLEU-4 and CIDEr on a data set",
+    "eval": "recall, VQA and entailment accuracy, BLEU-4 and CIDEr on a data set",
     "demo": "offline demo: synthetic library, packaged tiny models, web UI",
 }
 
@@ -49,8 +49,14 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     packages' commands use it too."""
     parser.add_argument("--library", type=Path, help="library folder (env PIXSEARCH_LIBRARY; default: user data dir)")
     parser.add_argument("--db-url", help="SQLAlchemy URL of the metadata database (default: SQLite in the library)")
-    parser.add_argument("--device", help="torch device, e.g. cpu or cuda (env PIXSEARCH_DEVICE)")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="weights dtype; auto measures bf16")
+    parser.add_argument(
+        "--device", help="torch device: auto (a CUDA GPU when torch sees one, else cpu), cpu, cuda, cuda:1 ..."
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype; auto: float16 on a GPU, bfloat16 on a CPU where it measures faster, else float32",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
 
 
@@ -74,6 +80,25 @@ def add_sim_weight_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_rerank_cache_max_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rerank-cache-max",
+        metavar="SIZE",
+        help="stop filling the reranker's disk cache at this size, e.g. 2G (BLIP-base: ~0.9 MB a photo; "
+        "env PIXSEARCH_RERANK_CACHE_MAX)",
+    )
+
+
+SERVE_ENVIRONMENT = """environment:
+  PIXSEARCH_API_KEY          key that changes to the library need (8+ characters; none: no changes)
+  PIXSEARCH_CORS_ORIGINS     web origins allowed to call the API from a browser (comma-separated), e.g.
+                             clip-retrieval's front end: PIXSEARCH_CORS_ORIGINS=http://localhost:1234
+  PIXSEARCH_ALLOW_IMAGE_URL  1: /knn-service fetches an image_url of another server (off: only this server's)
+  PIXSEARCH_MAX_UPLOAD_BYTES largest upload (default 20000000)
+  PIXSEARCH_CAPTIONER, PIXSEARCH_ANSWERER, PIXSEARCH_ENTAILER, PIXSEARCH_RERANKER, PIXSEARCH_WRITER: model specs
+"""
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; the training commands' own parsers only when `command` is one of them."""
     parser = argparse.ArgumentParser(prog="pixsearch", description="Search your photos by words or by a photo.")
@@ -90,6 +115,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     index.add_argument("--workers", type=int, help="decoding processes (default: one per core; 0: none)")
     index.add_argument("--max-pixels", type=int, help="refuse images larger than this (decompression bombs)")
     index.add_argument("--tag", action="store_true", help="then zero-shot tag new photos (tag --new-only)")
+    index.add_argument(
+        "--rerank-cache",
+        nargs="?",
+        const="",
+        metavar="SPEC",
+        help="then fill the reranker's disk cache of image features (the reranker: SPEC, else PIXSEARCH_RERANKER)",
+    )
+    add_rerank_cache_max_option(index)
+    index.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="decode and embed as a Ray Data job: auto (this machine's cluster), local (start one for this run), "
+        'ray://HOST:PORT or HOST:PORT; every node must see the photos at the same paths (pip install "pixsearch[ray]")',
+    )
+    index.add_argument("--ray-actors", type=int, metavar="N", help="model actors (default: one per GPU, or CPUs/2)")
     index.add_argument(
         "--index-type",
         metavar="TYPE",
@@ -156,8 +196,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     cache = commands.add_parser("rerank-cache", help="precompute reranker image features for the whole library (disk)")
     add_common_options(cache)
     cache.add_argument("--rerank", metavar="SPEC", help="the reranker (env PIXSEARCH_RERANKER)")
+    add_rerank_cache_max_option(cache)
 
-    serve = commands.add_parser("serve", help="the web UI and JSON API over the library")
+    serve = commands.add_parser(
+        "serve", help="the web UI and JSON API over the library", epilog=SERVE_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     add_common_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
@@ -169,6 +213,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     serve.add_argument(
         "--llm", metavar="SPEC", help="writes answers from the caption and the VQA answers (env PIXSEARCH_WRITER)"
     )
+    serve.add_argument(
+        "--cors-origins", metavar="ORIGINS",
+        help="comma-separated web origins whose pages may call the API, e.g. where clip-retrieval's front end "
+        "is served: http://localhost:1234 (env PIXSEARCH_CORS_ORIGINS; default none)",
+    )  # fmt: skip
 
     duplicates = commands.add_parser("duplicates", help="list groups of near-identical photos")
     add_common_options(duplicates)
@@ -209,11 +258,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
         batch_size=getattr(args, "batch_size", None),
         workers=getattr(args, "workers", None),
         max_pixels=getattr(args, "max_pixels", None),
-        reranker=getattr(args, "rerank", None),
+        reranker=getattr(args, "rerank", None) or getattr(args, "rerank_cache", None) or None,
         rerank_k=getattr(args, "rerank_k", None),
         fusion=getattr(args, "fusion", None),
         sim_weight=getattr(args, "sim_weight", None),
         rerank_disk_cache=getattr(args, "rerank_disk_cache", None),
+        rerank_cache_max=getattr(args, "rerank_cache_max", None),
         index_type=getattr(args, "index_type", None),
     )
 

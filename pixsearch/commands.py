@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 import time
 
@@ -16,12 +17,13 @@ from pixsearch.cli import print_json
 from pixsearch.errors import ConfigError, EmptyIndexError
 from pixsearch.imageio import load_query_image
 from pixsearch.indexer import Indexer, IndexOptions, Progress
+from pixsearch.indexer.ray_job import RayOptions, require_ray
 from pixsearch.indexer.texts import index_texts
 from pixsearch.models import ModelOptions, Role, create
 from pixsearch.models.roles import DualEncoder, Tower
 from pixsearch.photos import load_photo
 from pixsearch.rerank import Fusion, RerankOptions, RerankService
-from pixsearch.rerank.cache import disk_usage
+from pixsearch.rerank.cache import disk_usage, parse_size
 from pixsearch.rerank.fusion import similarity_weight
 from pixsearch.search import ImageHit, SearchService
 from pixsearch.search.duplicates import find_duplicates
@@ -78,11 +80,17 @@ class _Bars:
 
 
 def run_index(args: argparse.Namespace, settings: Settings) -> int:
+    if args.rerank_cache is not None and not settings.reranker:
+        raise ConfigError("--rerank-cache needs a reranker: --rerank-cache SPEC or PIXSEARCH_RERANKER")
     active = _active_model(settings)
     spec = args.model or (active.spec if active else settings.model)
     encoder = create(spec, Role.DUAL_ENCODER, _options(settings))
-    # load the model before the library is made: a model that cannot be found leaves nothing behind
-    encoder.load_towers(Tower.IMAGE)
+    ray = _ray_options(args, settings)
+    # find the model before the library is made: a model that cannot be found leaves nothing behind
+    if ray is None:
+        encoder.load_towers(Tower.IMAGE)
+    else:  # the Ray actors load the weights; reading the config here finds a missing model early
+        _ = encoder.dim, encoder.preprocess_id
     library = _open(settings)
     options = IndexOptions(
         batch_size=settings.batch_size,
@@ -90,6 +98,7 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
         max_pixels=settings.max_pixels,
         reindex=args.reindex,
         lock_wait_s=args.wait,
+        ray=ray,
         index_choice=IndexChoice.parse(settings.index_type) if settings.index_type else None,
     )
     bars = _Bars()
@@ -108,18 +117,34 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     )
     for failure in report.skipped:
         print(f"  skipped {failure.path}: {failure.reason}")
+    if report.recovered:
+        print(f"{report.recovered} photos recovered from the shards of an interrupted Ray run")
     if report.switch_missing:
         print(
             f"the library still searches with {active.spec if active else 'its old model'}: "
             f"{report.switch_missing} photos outside {', '.join(map(str, args.folders))} have no vector of {spec} yet; "
             "run `pixsearch index --reindex` on every folder of the library to finish the switch"
         )
+    if args.rerank_cache is not None:
+        fill_rerank_cache(library, settings)
     if args.tag:
         from pixsearch.tagging.cli import print_report
         from pixsearch.tagging.service import tag_after_index
 
         print_report(tag_after_index(library, encoder))
     return 0
+
+
+def _ray_options(args: argparse.Namespace, settings: Settings) -> RayOptions | None:
+    """`--ray`'s options, after checking that Ray is installed (before anything is written)."""
+    if args.ray is None:
+        if args.ray_actors is not None:
+            raise ConfigError("--ray-actors needs --ray ADDRESS")
+        return None
+    require_ray()
+    if not args.verbose:  # Ray Data logs each job's plan and timing at INFO; our bars show progress
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return RayOptions(args.ray, args.ray_actors, _options(settings))
 
 
 def _set_query_model(library: Library, spec: str, settings: Settings) -> None:
@@ -181,6 +206,7 @@ def _reranker(settings: Settings, library: Library, encoder: DualEncoder | None 
         fusion=Fusion.parse(settings.fusion),
         similarity_weight=similarity_weight(settings.sim_weight, encoder),
         disk_cache=settings.rerank_disk_cache,
+        disk_cache_bytes=parse_size(settings.rerank_cache_max) if settings.rerank_cache_max else None,
         max_pixels=settings.max_pixels,
     )
     model = create(settings.reranker, Role.RERANKER, _options(settings))
@@ -278,17 +304,26 @@ def run_duplicates(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_rerank_cache(args: argparse.Namespace, settings: Settings) -> int:
-    settings = settings.with_(rerank_disk_cache=True)
     if not settings.reranker:
         raise ConfigError("name the reranker with --rerank SPEC or PIXSEARCH_RERANKER")
-    library = _open(settings)
-    reranker = _reranker(settings, library)
+    fill_rerank_cache(_open(settings), settings)
+    return 0
+
+
+def fill_rerank_cache(library: Library, settings: Settings) -> None:
+    """Compute the configured reranker's image features for every photo not yet in its disk cache,
+    up to the cache's bound (`rerank_cache_max`), with a progress bar; print what it did."""
+    reranker = _reranker(settings.with_(rerank_disk_cache=True), library)
+    assert reranker is not None and reranker.disk is not None
     hits = SearchService(library).all_images()
     with tqdm(total=len(hits), desc="rerank features", unit="img", file=sys.stderr) as bar:
         computed = reranker.precompute(hits, lambda done, total: bar.update(done - bar.n))
     used = sum(disk_usage(library.root).values())
-    print(f"{computed} images computed, {len(hits) - computed} already cached; rerank caches use {used / 1e6:.1f} MB")
-    return 0
+    print(f"{computed} images computed, {len(hits) - computed} not; rerank caches use {used / 1e6:.1f} MB on disk")
+    if reranker.disk.full:
+        print(
+            f"the rerank cache reached its bound ({settings.rerank_cache_max}): raise --rerank-cache-max to cache more"
+        )
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -308,11 +343,22 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"texts     {status.texts} ({status.text_vectors} vectors)")
     print(f"index     {status.index_type or '-'}, {status.index_bytes / 1e6:.1f} MB on disk")
     print(f"          type asked for: {status.index_choice}")
-    print(f"rerank    {status.rerank_cache_bytes / 1e6:.1f} MB of cached reranker features on disk")
+    print(
+        f"rerank    {status.rerank_cache_bytes / 1e6:.1f} MB of cached reranker features on disk"
+        + (
+            f" ({status.rerank_cache_images} images: {', '.join(status.rerank_cache_models)})"
+            if status.rerank_cache_images
+            else ""
+        )
+    )
     print(f"skipped   {len(status.skipped)}")
     for path, reason in status.skipped:
         print(f"  {path}: {reason}")
     return 0
+
+
+def _origins(raw: str | None) -> tuple[str, ...] | None:
+    return None if raw is None else tuple(origin.strip() for origin in raw.split(",") if origin.strip())
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -328,6 +374,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         reranker=settings.reranker,
         entailer=args.entailer,
         writer=args.llm,
+        cors_origins=_origins(args.cors_origins),
     )
     print(f"pixsearch: serving {settings.library} at http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
     serve(settings, options, args.host, args.port, rerank_hook=reranker.rerank_images if reranker else None)

@@ -58,3 +58,11 @@ class FileAccessError(PathError):
 
 class LibraryBusyError(LibraryError):
     """Another process is writing to the library."""
+
+
+class XmpError(PixsearchError):
+    """An XMP sidecar cannot be read or merged safely; it was left as it was."""
+
+
+class ClusterError(PixsearchError):
+    """A Ray cluster cannot be reached, or a job on it failed."""

@@ -11,7 +11,7 @@ import io
 import os
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +21,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from pixsearch.errors import BadImageError
 from pixsearch.models.preprocess import ImageTransform, aspect_ratio_problem
+from pixsearch.xmpdoc import packet_date
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above any camera, below a decompression bomb
 DEFAULT_MAX_BYTES = 512 * 2**20  # 512 MiB: far above any camera file, far below what hurts to read
@@ -28,6 +29,22 @@ DEFAULT_MAX_BYTES = 512 * 2**20  # 512 MiB: far above any camera file, far below
 # (EPS runs Ghostscript) or one that takes almost any bytes for an image (TGA).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "ICO", "PPM")
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+@dataclass(frozen=True)
+class TakenDates:
+    """The dates a photo file states, each None when absent or malformed."""
+
+    original: datetime | None = None  # EXIF DateTimeOriginal: when the picture was taken
+    digitized: datetime | None = None  # EXIF DateTimeDigitized (exiftool: CreateDate): when it was stored
+    embedded_xmp: datetime | None = None  # photoshop:DateCreated, exif:DateTimeOriginal or xmp:CreateDate
+    modified: datetime | None = None  # EXIF DateTime: when the file was last changed
+
+    def best(self, sidecar: datetime | None = None) -> datetime | None:
+        """When the picture was taken, as photo managers read it: the EXIF capture dates, then the
+        XMP date of a sidecar (a person's or a program's statement about it), then the embedded
+        XMP date, and last the file's modification date."""
+        return self.original or self.digitized or sidecar or self.embedded_xmp or self.modified
 
 
 @dataclass(frozen=True)
@@ -40,8 +57,13 @@ class Decoded:
     image: Image.Image
     width: int
     height: int
-    taken_at: datetime | None
+    dates: TakenDates
     camera: str | None
+
+    @property
+    def taken_at(self) -> datetime | None:
+        """The date taken from the file alone (no sidecar)."""
+        return self.dates.best()
 
 
 def draft_size(transform: ImageTransform) -> int:
@@ -88,10 +110,13 @@ def decode(source: bytes | BinaryIO, max_pixels: int, draft: int | None) -> Deco
             upright = _upright(image, exif.get(ExifTags.Base.Orientation, 1))
         except Exception as error:  # noqa: BLE001 - PIL decoders raise many types on bad data
             raise ValueError(_describe(error)) from None
-    taken, camera = exif_facts(exif)
+    dates, camera = exif_facts(exif)
+    xmp = embedded_xmp(image)
+    if xmp:
+        dates = replace(dates, embedded_xmp=packet_date(xmp, "embedded XMP"))
     if exif.get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
         width, height = height, width
-    return Decoded(upright, width, height, taken, camera)
+    return Decoded(upright, width, height, dates, camera)
 
 
 def _exif(image: Image.Image) -> Image.Exif:
@@ -140,23 +165,40 @@ def _describe(error: Exception) -> str:
     )
 
 
-def exif_facts(exif: Image.Exif) -> tuple[datetime | None, str | None]:
-    """(date taken, camera) from an image's EXIF, when present and well-formed."""
+def exif_facts(exif: Image.Exif) -> tuple[TakenDates, str | None]:
+    """(dates, camera) from an image's EXIF, when present and well-formed."""
     try:
         sub = exif.get_ifd(ExifTags.IFD.Exif) if exif else {}
-        raw_date = sub.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
+        dates = TakenDates(
+            original=_exif_date(sub.get(ExifTags.Base.DateTimeOriginal)),
+            digitized=_exif_date(sub.get(ExifTags.Base.DateTimeDigitized)),
+            modified=_exif_date(exif.get(ExifTags.Base.DateTime)),
+        )
         make = str(exif.get(ExifTags.Base.Make, "") or "").strip("\x00 ")
         model = str(exif.get(ExifTags.Base.Model, "") or "").strip("\x00 ")
     except Exception:  # noqa: BLE001 - EXIF is optional; any trouble means "none"
-        return None, None
-    taken = None
-    if isinstance(raw_date, str):
-        try:
-            taken = datetime.strptime(raw_date.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
-        except ValueError:
-            taken = None
+        return TakenDates(), None
     camera = model if model.startswith(make) else f"{make} {model}".strip()
-    return taken, camera or None
+    return dates, camera or None
+
+
+def _exif_date(raw: object) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.strptime(raw.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None  # blank ("    :  :     :  :  "), partial or impossible dates
+
+
+def embedded_xmp(image: Image.Image) -> bytes | None:
+    """The XMP packet stored in the image file (JPEG APP1, PNG iTXt, WebP chunk, TIFF tag 700), if any."""
+    packet = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp")
+    if packet is None and hasattr(image, "tag_v2"):
+        packet = image.tag_v2.get(700)  # type: ignore[attr-defined]
+    if isinstance(packet, str):
+        return packet.encode("utf-8")
+    return bytes(packet) if isinstance(packet, (bytes, bytearray, tuple)) and packet else None
 
 
 def size_problem(size: int, max_bytes: int) -> str | None:

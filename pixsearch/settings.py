@@ -24,7 +24,7 @@ class Settings:
     library: Path
     db_url: str | None = None  # default: SQLite inside the library folder
     model: str = DEFAULT_MODEL
-    device: str = "cpu"
+    device: str = "auto"  # a CUDA GPU when torch sees one, else the CPU
     dtype: str = "auto"
     batch_size: int = 32
     workers: int | None = None
@@ -34,6 +34,7 @@ class Settings:
     fusion: str = "itm+sim"
     sim_weight: str = "auto"  # itm+sim: a number, 'logit-scale' or 'auto' (see rerank.fusion.similarity_weight)
     rerank_disk_cache: bool = False
+    rerank_cache_max: str | None = None  # bound of the reranker's disk cache, e.g. 2G (see rerank.cache.parse_size)
     index_type: str | None = None  # auto, flat or ivfpq[:name=value,...] (see pixsearch.storage.ann); None: keep
 
     @classmethod
@@ -68,6 +69,10 @@ class Settings:
             from pixsearch.rerank.fusion import similarity_weight
 
             similarity_weight(self.sim_weight)  # a number >= 0, or a clear ConfigError
+        if self.rerank_cache_max is not None:
+            from pixsearch.rerank.cache import parse_size
+
+            parse_size(self.rerank_cache_max)  # a size, or a clear ConfigError
         if self.max_pixels < 1:
             raise ConfigError(f"max pixels must be positive, got {self.max_pixels}")
         if self.index_type is not None:

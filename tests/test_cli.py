@@ -193,3 +193,11 @@ def test_progress_bars_close_when_their_phase_ends(capsys: pytest.CaptureFixture
     bars.close()
     final = capsys.readouterr().err
     assert final.count("scan") == 0 and final.count("embed") >= 1
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "pixsearch", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert "usage: pixsearch" in run.stdout and "search" in run.stdout

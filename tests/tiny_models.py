@@ -313,3 +313,64 @@ def save_tiny_ofa(directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     torch.save(OfaModel(OfaConfig.from_dict(config)).state_dict(), directory / "pytorch_model.bin")
     return directory
+
+
+MPLUG_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "dog", "circle", "?", "狗", "在", "跑"]
+MPLUG_BERT = {
+    "hidden_size": 32,
+    "num_attention_heads": 2,
+    "intermediate_size": 48,
+    "num_hidden_layers": 3,
+    "text_encoder_layers": 1,
+    "fusion_layers": 2,
+    "text_decode_layers": 2,
+    "stride_layer": 1,
+    "encoder_width": 32,
+    "max_position_embeddings": 32,
+    "vocab_size": len(MPLUG_VOCAB),
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+    "type_vocab_size": 2,
+    "pad_token_id": 0,
+}
+MPLUG_YAML = {
+    "bert_config": "config_bert.json",
+    "image_res": 32,
+    "clip_name": "ViT-B-16",
+    "vision_width": 64,
+    "clip_vision_width": 64,
+    "clip_vision_layers": 1,
+    "clip_vision_patch_size": 16,
+    "embed_dim": 8,
+    "beam_size": 3,
+    "min_length": 1,
+    "max_length": 5,
+}
+
+
+def save_tiny_mplug(directory: Path, task: str, seed: int, **bert: int) -> Path:
+    """A random mPLUG directory in ModelScope's layout, with a few unused keys as real checkpoints have;
+    `bert` overrides config_bert.json settings (e.g. fusion_layers, stride_layer)."""
+    import yaml
+
+    from pixsearch.models.mplug.config import read_config
+    from pixsearch.models.mplug.modeling import TASK_PARTS, MplugModel
+
+    directory.mkdir(parents=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump({"task": task, **MPLUG_YAML}))
+    (directory / "config_bert.json").write_text(json.dumps({**MPLUG_BERT, **bert}))
+    (directory / "configuration.json").write_text(json.dumps({"framework": "pytorch", "task": task}))
+    (directory / "vocab.txt").write_text("\n".join(MPLUG_VOCAB) + "\n", encoding="utf-8")
+    torch.manual_seed(seed)
+    model = MplugModel(read_config(directory), TASK_PARTS[task])
+    for name, param in model.named_parameters():
+        if "LayerNorm" in name or "ln_" in name or "layer_norm" in name:
+            torch.nn.init.normal_(param, 1.0 if name.endswith("weight") else 0.0, 0.1)
+        else:
+            torch.nn.init.normal_(param, 0.0, 0.3 if param.ndim > 1 else 0.1)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state["model.temp"] = torch.tensor(0.07)
+    state["model.visual_encoder.visual.proj"] = torch.zeros(64, 8)
+    state["model.fusion_encoder.encoder.layer.0.output.dense.bias"] = torch.zeros(32)  # built, never run
+    torch.save(state, directory / "pytorch_model.bin")
+    return directory

@@ -8,6 +8,8 @@ Formats:
 - A negatives file: CSV or JSONL rows {"image", "negative", "caption"?}: a caption false of the image,
   best a minimal edit (attributes or a relation swapped) of the true caption named in "caption";
   for training a reranker.
+- A statements file (visual entailment): CSV or JSONL rows {"image", "statement", "label"}, label yes /
+  no / maybe (or entailment / contradiction / neutral); "hypothesis" or "text" may name the statement.
 """
 
 from __future__ import annotations
@@ -27,6 +29,17 @@ from pixsearch.errors import ConfigError
 _IMAGE_KEYS = ("image", "file", "filename", "path")
 _CAPTION_KEYS = ("caption", "text", "sentence")
 _NEGATIVE_KEYS = ("negative",)
+_STATEMENT_KEYS = ("statement", "hypothesis", "text", "sentence2")
+_LABEL_KEYS = ("label", "answer", "gold_label")
+# visual entailment: OFA's answers, and the SNLI-VE relation names read as them
+ENTAILMENT_ANSWERS = {
+    "yes": "yes",
+    "no": "no",
+    "maybe": "maybe",
+    "entailment": "yes",
+    "contradiction": "no",
+    "neutral": "maybe",
+}
 VQA_ANSWERS = 10  # VQAv2 has ten human answers per question; a single "answer" stands for ten agreeing ones
 
 
@@ -248,15 +261,50 @@ def read_questions(path: Path, image_root: Path | None = None, check_images: boo
             result.questions.append(
                 Question(root / image, question, tuple(answers), str(split) if split else None, path, number)
             )
-    if check_images:
-        problems = {image: reason for image in {q.image for q in result.questions} if (reason := image_problem(image))}
-        kept = []
-        for q in result.questions:
-            if q.image in problems:
-                result.bad.append(BadRow(path, q.line, f"{q.image}: {problems[q.image]}"))
-            else:
-                kept.append(q)
-        result.questions = kept
+    return _drop_unreadable_questions(result, path) if check_images else result
+
+
+def read_statements(path: Path, image_root: Path | None = None, check_images: bool = True) -> QuestionSet:
+    """Visual-entailment rows of a CSV or JSONL statements file (see the module docstring).
+
+    Each row is read as a question (the statement) with one answer, yes, no or maybe: the way OFA
+    poses the task ("does the image describe ...?"). Labels entailment / contradiction / neutral
+    are read as yes / no / maybe.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".jsonl"):
+        raise ConfigError(f"{path}: a statements file is .csv or .jsonl with columns image, statement and label")
+    root = Path(image_root) if image_root is not None else path.parent
+    result = QuestionSet()
+    for number, row in _rows(path, _STATEMENT_KEYS):
+        if isinstance(row, str):
+            result.bad.append(BadRow(path, number, row))
+            continue
+        image, statement = _first(row, _IMAGE_KEYS), _first(row, _STATEMENT_KEYS)
+        label = (_first(row, _LABEL_KEYS) or "").lower()
+        if not image or not statement:
+            result.bad.append(BadRow(path, number, f"needs 'image' and a statement ({' / '.join(_STATEMENT_KEYS)})"))
+        elif label not in ENTAILMENT_ANSWERS:
+            known = ", ".join(ENTAILMENT_ANSWERS)
+            result.bad.append(BadRow(path, number, f"label {label!r} is not one of {known}"))
+        else:
+            split = row.get("split")
+            answer = (ENTAILMENT_ANSWERS[label],)
+            result.questions.append(
+                Question(root / image, statement, answer, str(split) if split else None, path, number)
+            )
+    return _drop_unreadable_questions(result, path) if check_images else result
+
+
+def _drop_unreadable_questions(result: QuestionSet, path: Path) -> QuestionSet:
+    problems = {image: reason for image in {q.image for q in result.questions} if (reason := image_problem(image))}
+    kept = []
+    for q in result.questions:
+        if q.image in problems:
+            result.bad.append(BadRow(path, q.line, f"{q.image}: {problems[q.image]}"))
+        else:
+            kept.append(q)
+    result.questions = kept
     return result
 
 

@@ -24,7 +24,7 @@ def rows(results: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
 def _is_share(key: str) -> bool:
     return (
         key.startswith("R@")
-        or key in {"vqa_accuracy", "written_accuracy", "top_k_oracle", "bleu4"}
+        or key in {"vqa_accuracy", "ve_accuracy", "written_accuracy", "top_k_oracle", "bleu4"}
         or key.startswith("chance")
     )
 

@@ -1,5 +1,5 @@
 """Evaluating models on a data set: retrieval recall (with and without reranking), VQA accuracy,
-caption BLEU-4 and CIDEr. Reranking goes through `RerankService`, as searches do."""
+visual-entailment accuracy, caption BLEU-4 and CIDEr. Reranking goes through `RerankService`, as searches do."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from PIL import Image
 from pixsearch.evaluation.metrics import bleu, cider, rank_matrix, recall_at_k, vqa_accuracy
 from pixsearch.evaluation.readers import CaptionSet, QuestionSet
 from pixsearch.imageio import load_image
-from pixsearch.models.roles import Answerer, Captioner, DualEncoder, Reranker
+from pixsearch.models.ofa.config import ANSWER_RELATION  # the Entailer role's relation of each answer
+from pixsearch.models.roles import Answerer, Captioner, DualEncoder, Entailer, Reranker
 from pixsearch.rerank import Fusion, RerankOptions, RerankService
 from pixsearch.search.results import ImageHit, TextHit
 
@@ -153,6 +154,24 @@ def evaluate_vqa(questions: QuestionSet, answerer: Answerer, progress: Progress 
         scores.append(vqa_accuracy(answers[0][0] if answers else "", question.answers))
         progress("vqa", n, len(questions.questions))
     return {"questions": len(scores), "vqa_accuracy": float(np.mean(scores)) if scores else 0.0}
+
+
+def evaluate_entailment(statements: QuestionSet, entailer: Entailer, progress: Progress = _silent) -> dict[str, Any]:
+    """Accuracy of the entailer's most probable relation, over every statement (read by
+    `readers.read_statements`: the statement as the question, yes / no / maybe as its answer),
+    and per true answer."""
+    right: dict[str, list[bool]] = {}
+    for n, statement in enumerate(statements.questions, start=1):
+        probs = entailer.judge(load_image(statement.image), statement.question)
+        truth = statement.answers[0]
+        right.setdefault(truth, []).append(max(probs, key=probs.__getitem__) == ANSWER_RELATION[truth])
+        progress("entailment", n, len(statements.questions))
+    every = [hit for hits in right.values() for hit in hits]
+    return {
+        "statements": len(every),
+        "ve_accuracy": float(np.mean(every)) if every else 0.0,
+        "accuracy_by_answer": {answer: float(np.mean(hits)) for answer, hits in sorted(right.items())},
+    }
 
 
 def evaluate_captions(

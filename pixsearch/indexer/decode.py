@@ -12,6 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -21,6 +22,7 @@ from pixsearch.errors import FileAccessError
 from pixsearch.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode, draft_size, size_problem
 from pixsearch.models.preprocess import ImageTransform, apply_transform
 from pixsearch.safefile import open_regular
+from pixsearch.xmpdoc import MAX_SIDECAR_BYTES, packet_date, sidecar_candidates
 
 _CHUNK = 2**20
 
@@ -40,8 +42,8 @@ class Hashed:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """A decoded file, ready for the model."""
+class PhotoFacts:
+    """What the library keeps of a decoded file, besides its vector."""
 
     path: str
     content_hash: str
@@ -51,7 +53,19 @@ class Prepared:
     height: int
     taken_at: datetime | None
     camera: str | None
+
+
+@dataclass(frozen=True)
+class Prepared(PhotoFacts):
+    """A decoded file, ready for the model."""
+
     pixels: npt.NDArray[np.float32]
+
+    def facts(self) -> PhotoFacts:
+        """The same file without its pixels."""
+        return PhotoFacts(
+            self.path, self.content_hash, self.size, self.mtime, self.width, self.height, self.taken_at, self.camera
+        )
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,19 @@ def hash_file(path: str, read: ReadOptions | None = None) -> Hashed | Failure:
     return Hashed(path, content_hash, size, info.st_mtime)
 
 
+def _sidecar_date(path: str, read: ReadOptions) -> datetime | None:
+    """The date in the photo's XMP sidecar, read like the photo (no link, a regular file); None if none."""
+    for candidate in map(str, sidecar_candidates(Path(path))):
+        try:
+            handle = open_regular(candidate, read.roots or (os.path.dirname(candidate),))
+        except FileAccessError:
+            continue
+        with handle:
+            data = handle.read(MAX_SIDECAR_BYTES + 1)
+        return packet_date(data, candidate) if len(data) <= MAX_SIDECAR_BYTES else None
+    return None
+
+
 def prepare(path: str, options: DecodeOptions) -> Prepared | Failure:
     """Read, hash, decode and transform one file for the model."""
     draft = draft_size(options.transform) if options.draft else None
@@ -136,6 +163,8 @@ def prepare(path: str, options: DecodeOptions) -> Prepared | Failure:
             content_hash, size = _hash(handle, options.read.max_bytes)
             handle.seek(0)
             decoded = decode(handle, options.max_pixels, draft)
+        dates = decoded.dates
+        taken_at = dates.best(None if dates.original or dates.digitized else _sidecar_date(path, options.read))
         pixels = apply_transform(options.transform, decoded.image)
     except _Refused as refused:
         return Failure(path, refused.reason)
@@ -148,5 +177,5 @@ def prepare(path: str, options: DecodeOptions) -> Prepared | Failure:
     except Exception as error:  # noqa: BLE001 - one bad file must never end the run
         return Failure(path, f"could not be decoded ({type(error).__name__}: {error})")
     return Prepared(
-        path, content_hash, size, info.st_mtime, decoded.width, decoded.height, decoded.taken_at, decoded.camera, pixels
+        path, content_hash, size, info.st_mtime, decoded.width, decoded.height, taken_at, decoded.camera, pixels
     )

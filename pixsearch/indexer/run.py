@@ -1,18 +1,26 @@
 """An indexing run: scan, diff, hash, apply moves and deletions, then decode and embed in
-checkpointed batches. A run killed at any point loses at most the batch in flight."""
+checkpointed batches. A run killed at any point loses at most the batch in flight.
+
+Decoding and embedding run here (a pool of decode processes and the model in this process) or,
+with `IndexOptions.ray`, as a Ray Data job whose results come back as shards (`indexer.shards`);
+everything else, the writes included, is the same code in both cases.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from pixsearch.indexer import writer
+from pixsearch.errors import LibraryError
+from pixsearch.indexer import shards, writer
 from pixsearch.indexer.decode import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -26,6 +34,7 @@ from pixsearch.indexer.decode import (
 )
 from pixsearch.indexer.diff import Actions, compare_scan, resolve
 from pixsearch.indexer.pool import bounded_map, default_workers, make_executor
+from pixsearch.indexer.ray_job import RayOptions
 from pixsearch.indexer.scan import Entry, Problem, check_roots, scan
 from pixsearch.models.preprocess import stack
 from pixsearch.models.roles import DualEncoder, Tower
@@ -47,6 +56,7 @@ class IndexOptions:
     save_every_s: float = 300.0  # write the FAISS file at least this often during a long run
     max_bytes: int = DEFAULT_MAX_BYTES  # larger files are refused before they are read
     lock_wait_s: float = 0.0  # how long to wait for another writer of the library to finish
+    ray: RayOptions | None = None  # decode and embed on a Ray cluster instead of in this process
     index_choice: IndexChoice | None = None  # ask the library for this index type from now on (None: keep)
 
 
@@ -69,6 +79,7 @@ class IndexReport:
     skipped: list[Failure] = field(default_factory=list)
     embed_seconds: float = 0.0
     switch_missing: int = 0  # re-index: images (outside these folders) still without a vector of the new model
+    recovered: int = 0  # photos merged from the shards of an interrupted Ray run
 
     @property
     def images_per_second(self) -> float:
@@ -104,6 +115,7 @@ class Indexer:
     def _run(self, folders: list[Path], notify: ProgressCallback) -> IndexReport:
         self._prepare_model()
         report = IndexReport()
+        self._merge_leftover_shards(report)
         entries, problems = self._scan(folders, notify)
         report.scanned = len(entries)
         report.skipped.extend(Failure(p.path, p.reason) for p in problems)
@@ -131,7 +143,8 @@ class Indexer:
 
     # -- steps ----------------------------------------------------------------------------
     def _prepare_model(self) -> None:
-        self.encoder.load_towers(Tower.IMAGE)
+        if self.options.ray is None:  # a Ray run loads the model in its actors only
+            self.encoder.load_towers(Tower.IMAGE)
         with self.library.session() as session:
             self._model = self.library.use_model(
                 session, str(self.encoder.spec), self.encoder.preprocess_id, self.encoder.dim, self.options.reindex
@@ -195,42 +208,95 @@ class Indexer:
     ) -> None:
         if not paths:
             return
-        decode = functools.partial(
-            prepare,
-            options=DecodeOptions(self.encoder.transform, self.options.max_pixels, self.options.draft, read),
-        )
-        window = max(2 * self.options.batch_size, 8)
-        failed_before = recorded = len(report.skipped)
+        decode = DecodeOptions(self.encoder.transform, self.options.max_pixels, self.options.draft, read)
+        if self.options.ray is None:
+            batches = self._embed_here(executor, paths, decode)
+        else:
+            batches = self._embed_on_ray(paths, decode)
+        done = 0
         started = time.perf_counter()
-        for batch in _batches(bounded_map(executor, decode, paths, window), self.options.batch_size, report):
-            with torch.inference_mode():
-                vectors = self.encoder.encode_pixels(stack([item.pixels for item in batch]))
-            with self.library.session() as session:
-                writer.store_embedded(session, batch, vectors, self._model.key, self._index)
-                self._index.generation = self.library.bump_generation(session, IMAGES, self._model.key)
-                writer.record_failures(session, report.skipped[recorded:])
-            recorded = len(report.skipped)
-            report.embedded += len(batch)
-            notify(Progress("embed", report.embedded + recorded - failed_before, len(paths)))
-            if time.monotonic() - self._last_save > self.options.save_every_s:
-                self._save()
+        with contextlib.closing(batches):  # on an error, stop the decoders or the Ray job at once
+            for batch in batches:
+                report.embedded += self._store(batch)
+                report.skipped.extend(batch.failures)
+                done += len(batch.photos) + len(batch.failures)
+                notify(Progress("embed", done, len(paths)))
+                if time.monotonic() - self._last_save > self.options.save_every_s:
+                    self._save()
         report.embed_seconds = time.perf_counter() - started
         notify(Progress("embed", len(paths), len(paths)))
+
+    def _embed_here(self, executor, paths: list[str], decode: DecodeOptions) -> Iterator[shards.EmbeddedBatch]:
+        prepare_one = functools.partial(prepare, options=decode)
+        window = max(2 * self.options.batch_size, 8)
+        for batch, failures in _batches(bounded_map(executor, prepare_one, paths, window), self.options.batch_size):
+            if batch:
+                with torch.inference_mode():
+                    vectors = self.encoder.encode_pixels(stack([item.pixels for item in batch]))
+            else:
+                vectors = np.zeros((0, self.encoder.dim), dtype=np.float32)
+            yield shards.EmbeddedBatch(list(batch), vectors, failures)
+
+    def _embed_on_ray(self, paths: list[str], decode: DecodeOptions) -> Iterator[shards.EmbeddedBatch]:
+        from pixsearch.indexer.ray_job import EmbedJob, embed_to_shards
+
+        job = EmbedJob(str(self.encoder.spec), self._model.key, self._model.dim, decode, self.options.batch_size)
+        folder = shards.folder_of(self.library.root)
+        yield from self._shard_batches(embed_to_shards(self.options.ray, job, paths, folder))
+
+    def _merge_leftover_shards(self, report: IndexReport) -> None:
+        """Shards an interrupted Ray run wrote but did not merge: merged as if that run had finished."""
+        for batch in self._shard_batches(shards.pending(shards.folder_of(self.library.root))):
+            report.recovered += self._store(batch)
+        if report.recovered:
+            log.info("merged %d photos from the shards of an interrupted run", report.recovered)
+
+    def _shard_batches(self, paths: Iterable[Path]) -> Iterator[shards.EmbeddedBatch]:
+        """Each shard's batch; the file is deleted when the caller asks for the next one, that is, once
+        it has stored this one (a run killed before that merges the shard again, harmlessly)."""
+        for path in paths:
+            try:
+                shard = shards.read_shard(path)
+            except LibraryError as error:
+                log.warning("%s; discarding it (its photos are embedded again)", error)
+                path.unlink(missing_ok=True)
+                continue
+            if shard.model_key == self._model.key:
+                yield shard.batch
+            else:
+                log.warning("shard %s holds vectors of another model (%s); discarding it", path, shard.model_key)
+            path.unlink(missing_ok=True)
+
+    def _store(self, batch: shards.EmbeddedBatch) -> int:
+        """One batch in one transaction: its new vectors, its failures and a generation bump.
+        Photos already stored with the same bytes are left as they are; returns how many were stored."""
+        with self.library.session() as session:
+            keep = writer.not_stored(session, batch.photos, self._model.key) if batch.photos else []
+            roots = self.library.photo_roots(session)  # a stray shard's rows outside them are never served
+            keep = [i for i in keep if writer.under(batch.photos[i].path, roots)]
+            if keep:
+                photos = [batch.photos[i] for i in keep]
+                writer.store_embedded(session, photos, batch.vectors[keep], self._model.key, self._index)
+                self._index.generation = self.library.bump_generation(session, IMAGES, self._model.key)
+            writer.record_failures(session, batch.failures)
+        return len(keep)
 
     def _save(self) -> None:
         self.library.save_index(IMAGES, self._model.key, self._index)
         self._last_save = time.monotonic()
 
 
-def _batches(results: Iterator[Prepared | Failure], size: int, report: IndexReport) -> Iterator[list[Prepared]]:
+def _batches(results: Iterator[Prepared | Failure], size: int) -> Iterator[tuple[list[Prepared], list[Failure]]]:
+    """Decoded files in batches of `size`, each with the failures met since the previous batch."""
     batch: list[Prepared] = []
+    failures: list[Failure] = []
     for result in results:
         if isinstance(result, Failure):
-            report.skipped.append(result)
+            failures.append(result)
             continue
         batch.append(result)
         if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+            yield batch, failures
+            batch, failures = [], []
+    if batch or failures:
+        yield batch, failures

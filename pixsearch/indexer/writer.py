@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from pixsearch.indexer.decode import Failure, Hashed, Prepared
+from pixsearch.indexer.decode import Failure, Hashed, PhotoFacts
 from pixsearch.indexer.diff import Known
 from pixsearch.storage import keywords
 from pixsearch.storage.library import vector_bytes
@@ -18,7 +18,8 @@ from pixsearch.storage.schema import Embedding, ImageRow, SkippedFile
 from pixsearch.storage.vector_index import VectorIndex
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
+def under(path: str, roots: Sequence[str]) -> bool:
+    """Whether `path` is one of `roots` or lies below one (plain string test: both are resolved paths)."""
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
@@ -29,7 +30,7 @@ def known_images(session: Session, roots: Sequence[str], model_key: str) -> dict
     return {
         path: Known(image_id, path, size, mtime, content_hash, image_id in with_vector)
         for image_id, path, size, mtime, content_hash in rows
-        if _under(path, roots)
+        if under(path, roots)
     }
 
 
@@ -58,7 +59,7 @@ def record_failures(session: Session, failures: Iterable[Failure]) -> None:
 
 def replace_failures(session: Session, roots: Sequence[str], failures: Sequence[Failure]) -> None:
     """Make the skipped list below `roots` exactly this run's failures (fixed or vanished files drop out)."""
-    stale = [path for path in session.execute(select(SkippedFile.path)).scalars() if _under(path, roots)]
+    stale = [path for path in session.execute(select(SkippedFile.path)).scalars() if under(path, roots)]
     clear_failures(session, stale)
     session.flush()
     record_failures(session, {f.path: f for f in failures}.values())
@@ -118,8 +119,20 @@ def delete_images(session: Session, image_ids: Sequence[int], index: VectorIndex
     keywords.remove(session, ids)
 
 
+def not_stored(session: Session, items: Sequence[PhotoFacts], model_key: str) -> list[int]:
+    """The positions in `items` of the photos the library does not hold yet: no row at that path with
+    the same content hash and a vector of `model_key` (what makes merging a shard twice harmless)."""
+    query = (
+        select(ImageRow.path, ImageRow.content_hash)
+        .join(Embedding, Embedding.image_id == ImageRow.id)
+        .where(ImageRow.path.in_([item.path for item in items]), Embedding.model_key == model_key)
+    )
+    stored = {(path, content_hash) for path, content_hash in session.execute(query)}
+    return [i for i, item in enumerate(items) if (item.path, item.content_hash) not in stored]
+
+
 def store_embedded(
-    session: Session, items: Sequence[Prepared], vectors: np.ndarray, model_key: str, index: VectorIndex
+    session: Session, items: Sequence[PhotoFacts], vectors: np.ndarray, model_key: str, index: VectorIndex
 ) -> None:
     """Insert or update the image rows of a batch with their new vectors."""
     paths = [item.path for item in items]

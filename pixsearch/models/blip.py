@@ -18,12 +18,15 @@ import torch
 from PIL import Image
 
 from pixsearch.errors import ConfigError
+from pixsearch.models.blip_itm import BlipItmPass, BlipKeyValues
 from pixsearch.models.blip_loading import LoadedBlip, load_blip
+from pixsearch.models.image_state import ImageState, states_in_chunks
 from pixsearch.models.preprocess import ImageTransform, stack
 from pixsearch.models.roles import Scores
 from pixsearch.models.spec import ModelOptions, ModelSpec
 
 MATCH = 1  # index of the "match" class in BLIP's ITM head
+ITM_BATCH = 64  # candidates per ITM pass; image keys/values in flight grow by 3.5 MB per candidate at base size
 
 
 @dataclass(frozen=True)
@@ -93,16 +96,14 @@ class BlipItmReranker(_BlipBackend):
     Like transformers' `BlipForImageTextRetrieval.forward`, the text starts with [CLS]; the original
     BLIP code puts its [ENC] token there instead.
 
-    Speed and memory: at BLIP-base size, 384 px, fp32, one AVX2 core, the vision tower takes ~1.35 s
-    per image and the text side ~0.24 s per candidate (16-token query), so `image_features` is split
-    off for caching and `score_features` runs only the text encoder (cross-attending to the cached
-    tokens) and the head. Most of that text cost is projecting the 577 image tokens to keys and values
-    in each of the 12 cross-attention layers; it is paid per (query, image) pair. A cached feature is
-    the vision tower's last hidden state, [577, 768] for BLIP-base: 1.7 MiB in float32, half that if
-    the caller stores it as float16 (it is cast back to the model dtype when scored; on random
-    base-size weights that moved the logits by 2e-5). Both towers' attention runs through SDPA
-    (transformers 5.23 has no SDPA path for BLIP). Work is done in chunks of `batch_size`; peak
-    memory grows with batch_size x 577 tokens.
+    Speed and memory (BLIP-base, 384 px, 16-token query): the vision tower costs ~110 GFLOP per
+    image, the image keys/values of the 12 cross-attention layers ~16 GFLOP and the text side
+    ~3.5 GFLOP per candidate. So the work splits in three tiers the caller can cache:
+    `image_features` (the vision tower's last hidden state, [577, 768], 1.7 MiB in float32, half as
+    float16 on disk), `image_states` (the keys/values, `BlipKeyValues`, 42.5 MB per image in float32)
+    and the per-query rest, which `score_items` runs for up to ITM_BATCH candidates as one batch
+    (see `blip_itm.BlipItmPass`). Attention runs through SDPA everywhere (transformers has no SDPA
+    path for BLIP).
     """
 
     _model_class_name = "BlipForImageTextRetrieval"
@@ -136,6 +137,40 @@ class BlipItmReranker(_BlipBackend):
         transform = self.transform
         return self.pixel_features(stack([transform(image) for image in images]))
 
+    def image_states(self, features: Sequence[Any]) -> list[BlipKeyValues]:
+        """Each image's cross-attention keys and values for every text layer, from its vision feature.
+
+        Returns:
+            one BlipKeyValues per feature ([layers, 2, heads, tokens, head_size] in the model dtype:
+            42.5 MB per image at BLIP-base size in float32), for `score_items`.
+        """
+        return states_in_chunks(features, ITM_BATCH, lambda chunk: self._pass.states(self._stack_features(chunk)))
+
+    def score_items(
+        self, query: str, items: Sequence[Any], keep: bool = False
+    ) -> tuple[Scores, list[ImageState | None]]:
+        """ITM "match" logits of `query` against images given as vision features or as states.
+
+        All items run as one batch (up to ITM_BATCH at a time); a state skips its image's key/value
+        projections. With `keep`, the states of the images given as features come back too (they
+        were computed anyway), for the caller to cache.
+
+        Returns:
+            float32[k] and, per item, its state (None for a feature when not `keep`).
+
+        Raises:
+            ConfigError: a feature or state that does not fit this model.
+        """
+        scores: list[torch.Tensor] = []
+        states: list[ImageState | None] = []
+        with torch.inference_mode():
+            input_ids, attention_mask = self._tokens([query])
+            for chunk in _chunks(items, ITM_BATCH):
+                logits, chunk_states = self._pass.logits(input_ids, attention_mask, self._prepare(chunk), keep)
+                scores.append(logits[:, MATCH].float().cpu())
+                states.extend(chunk_states)
+        return (torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)), states
+
     def score_features(self, query: str, features: Sequence[Any]) -> Scores:
         """ITM "match" logits of `query` against cached image features.
 
@@ -165,25 +200,26 @@ class BlipItmReranker(_BlipBackend):
         if len(features) == 0:
             return np.zeros((0, 2), dtype=np.float32)
         input_ids, attention_mask = self._tokens([query])
-        rows = []
-        for chunk in _chunks(features, self.batch_size):
-            image_embeds = self._stack_features(chunk)
-            n = image_embeds.shape[0]
-            rows.append(self._itm(input_ids.expand(n, -1), attention_mask.expand(n, -1), image_embeds))
+        rows = [
+            self._pass.logits(input_ids, attention_mask, list(self._stack_features(chunk)))[0].float().cpu()
+            for chunk in _chunks(features, ITM_BATCH)
+        ]
         return torch.cat(rows).numpy()
 
     @torch.inference_mode()
     def score_texts(self, feature: Any, texts: Sequence[str]) -> Scores:
         """ITM "match" logits of several texts against one cached image feature (image -> text reranking).
 
+        The image's keys and values are projected once per chunk of `batch_size` texts.
+
         Returns:
             float32[len(texts)], equal to `score_features(text, [feature])` for each text.
         """
         rows = []
+        image = self._stack_features([feature])[0]
         for chunk in _chunks(texts, self.batch_size):
             input_ids, attention_mask = self._tokens(chunk)
-            image_embeds = self._stack_features([feature]).expand(len(chunk), -1, -1)
-            rows.append(self._itm(input_ids, attention_mask, image_embeds))
+            rows.append(self._pass.logits(input_ids, attention_mask, [image])[0].float().cpu())
         return torch.cat(rows)[:, MATCH].numpy() if rows else np.zeros(0, dtype=np.float32)
 
     def _tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,13 +233,30 @@ class BlipItmReranker(_BlipBackend):
         )
         return tokens["input_ids"].to(blip.device), tokens["attention_mask"].to(blip.device)
 
-    def _itm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
-        model = self._blip.model
-        # the image side is all real tokens, so no encoder mask: adding zeros would change nothing
-        text = model.text_encoder(
-            input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds
-        ).last_hidden_state
-        return model.itm_head(text[:, 0, :]).float().cpu()
+    def close(self) -> None:
+        super().close()
+        self._itm_pass = None
+
+    @property
+    def _pass(self) -> BlipItmPass:
+        if getattr(self, "_itm_pass", None) is None:
+            self._itm_pass = BlipItmPass(self._blip.model)
+        assert self._itm_pass is not None
+        return self._itm_pass
+
+    def _prepare(self, items: Sequence[Any]) -> list[Any]:
+        """Features stacked and checked, states checked against this model; order kept."""
+        fresh = [i for i, item in enumerate(items) if not isinstance(item, ImageState)]
+        out = list(items)
+        for i, feature in zip(fresh, self._stack_features([items[i] for i in fresh]) if fresh else [], strict=True):
+            out[i] = feature
+        layers = len(self._pass.layers)
+        for item in items:
+            if isinstance(item, ImageState) and (
+                not isinstance(item, BlipKeyValues) or item.tensors[0].shape[0] != layers
+            ):
+                raise ConfigError(f"model {self.spec}: a {type(item).__name__} state is not one of this model's")
+        return out
 
     def _stack_features(self, chunk: Sequence[Any]) -> torch.Tensor:
         blip = self._blip

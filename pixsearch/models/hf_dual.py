@@ -96,7 +96,7 @@ class HfDualEncoder:
 
     def load_towers(self, tower: Tower) -> None:
         directory = self._directory()
-        dtype, device = resolve_dtype(self.options), resolve_device(self.options)
+        dtype, device = resolve_dtype(self.options, on_gpu=torch.float16), resolve_device(self.options)
         try:
             if tower in (Tower.TEXT, Tower.BOTH) and self._text is None:
                 from transformers import AutoTokenizer

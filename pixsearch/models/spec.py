@@ -31,10 +31,12 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """How a model runs: `device` is a torch device string; `dtype` is 'auto', 'float32' or 'bfloat16'.
+    """How a model runs: `device` is 'auto' or a torch device string; `dtype` is 'auto', 'float32',
+    'bfloat16' or 'float16'.
 
-    'auto' picks bfloat16 only where a quick probe shows this machine runs it faster than float32.
+    device 'auto' is the first CUDA device when torch sees one, else the CPU. dtype 'auto' is float16
+    on a GPU, and on a CPU bfloat16 only where a quick probe shows it faster than float32.
     """
 
-    device: str = "cpu"
+    device: str = "auto"
     dtype: str = "auto"

@@ -137,11 +137,19 @@ class SearchService:
 
     def similar_to(self, image_id: int, k: int = 10, offset: int = 0) -> list[ImageHit]:
         """ "More like this": neighbours of a stored image by its stored vector, itself excluded."""
+        hits = self.vector_to_image(self.stored_vector(image_id), k + 1, offset)
+        return [hit for hit in hits if hit.image_id != image_id][:k]
+
+    def stored_vector(self, image_id: int) -> np.ndarray:
+        """The vector the library holds for an image under its model.
+
+        Raises:
+            NotFoundError: the image is not in the library (or has no vector yet).
+        """
         found, vectors = self.vectors_of([image_id])
         if not found:
             raise NotFoundError(f"image {image_id} is not in the library")
-        hits = self.vector_to_image(vectors[0], k + 1, offset)
-        return [hit for hit in hits if hit.image_id != image_id][:k]
+        return vectors[0]
 
     def vector_to_image(self, vector: np.ndarray, k: int = 10, offset: int = 0) -> list[ImageHit]:
         check_k(k, offset)

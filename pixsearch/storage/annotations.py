@@ -45,14 +45,19 @@ class Tag:
         return {"name": self.name, "source": self.source, "score": self.score, "state": self.state}
 
 
-def normalise_tag(name: str) -> str:
-    """Tags are compared lower-case with single spaces; raises ConfigError for an empty or long one."""
-    clean = " ".join(storable(name).split()).lower()
+def tag_label(name: str) -> str:
+    """A tag as shown: the case it was typed in, single spaces; raises ConfigError for an empty or long one."""
+    clean = " ".join(storable(name).split())
     if not clean:
         raise ConfigError("a tag cannot be empty")
     if len(clean) > MAX_TAG_LENGTH:
         raise ConfigError(f"tag {clean[:40]!r}... is longer than {MAX_TAG_LENGTH} characters")
     return clean
+
+
+def normalise_tag(name: str) -> str:
+    """A tag's key: tags are compared lower-case with single spaces; raises ConfigError for an empty or long one."""
+    return tag_label(name).lower()
 
 
 def _image(session: Session, image_id: int) -> ImageRow:
@@ -71,34 +76,49 @@ def suggest_tags(session: Session, image_id: int, tags: Sequence[tuple[str, floa
     _image(session, image_id)
     rows = _rows(session, image_id)
     now = datetime.now()
-    wanted = {normalise_tag(name): float(score) for name, score in tags}
+    wanted = {normalise_tag(name): (tag_label(name), float(score)) for name, score in tags}
     for name, row in rows.items():
         if row.state == SUGGESTED and row.source == source and name not in wanted:
             session.delete(row)
-    for name, score in wanted.items():
+    for name, (label, score) in wanted.items():
         row = rows.get(name)
         if row is None:
             session.add(
-                TagRow(image_id=image_id, name=name, source=source, score=score, state=SUGGESTED, updated_at=now)
+                TagRow(
+                    image_id=image_id,
+                    name=name,
+                    label=label,
+                    source=source,
+                    score=score,
+                    state=SUGGESTED,
+                    updated_at=now,
+                )
             )
         elif row.state == SUGGESTED:
-            row.source, row.score, row.updated_at = source, score, now
+            row.label, row.source, row.score, row.updated_at = label, source, score, now
     session.flush()
     keywords.refresh(session, [image_id])
 
 
 def set_tag_state(session: Session, image_id: int, name: str, state: str, source: str = PERSON) -> None:
-    """A person adds or confirms (state 'confirmed') or removes (state 'rejected') a tag."""
+    """A person adds or confirms (state 'confirmed') or removes (state 'rejected') a tag.
+
+    Matched case-insensitively; a confirmed tag shows the case the person typed."""
     if state not in {CONFIRMED, REJECTED}:
         raise ConfigError(f"a person can confirm or reject a tag, not set it to {state!r}")
     _image(session, image_id)
-    name = normalise_tag(name)
+    label = tag_label(name)
+    name = label.lower()
     row = _rows(session, image_id).get(name)
     now = datetime.now()
     if row is None:
-        session.add(TagRow(image_id=image_id, name=name, source=source, score=None, state=state, updated_at=now))
+        session.add(
+            TagRow(image_id=image_id, name=name, label=label, source=source, score=None, state=state, updated_at=now)
+        )
     else:
         row.state, row.updated_at = state, now
+        if state == CONFIRMED:
+            row.label = label
         if state == CONFIRMED and row.source != source and source != PERSON:
             row.source = source
     session.flush()
@@ -109,7 +129,7 @@ def tags_of(session: Session, image_id: int, include_rejected: bool = False) -> 
     """Visible tags, confirmed first, then by score."""
     rows = [r for r in _rows(session, image_id).values() if include_rejected or r.state != REJECTED]
     rows.sort(key=lambda r: (r.state != CONFIRMED, -(r.score or 0.0), r.name))
-    return [Tag(r.name, r.source, r.score, r.state) for r in rows]
+    return [Tag(r.label or r.name, r.source, r.score, r.state) for r in rows]
 
 
 def set_ocr_text(session: Session, image_id: int, text: str, engine: str) -> None:

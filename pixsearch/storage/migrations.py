@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import Connection, Engine, inspect, select, text
 
 from pixsearch.errors import LibraryError
 from pixsearch.storage.keywords import ensure_keyword_index
@@ -40,8 +40,15 @@ def _v2_to_v3(connection: Connection) -> None:
         session.flush()
 
 
+def _v3_to_v4(connection: Connection) -> None:
+    """Tags keep the case they were typed in (`tags.label`); `tags.name` stays the lower-case key.
+    Tags stored before keep showing lower-case (their label is empty)."""
+    if "label" not in {column["name"] for column in inspect(connection).get_columns("tags")}:
+        connection.execute(text("ALTER TABLE tags ADD COLUMN label VARCHAR(200)"))
+
+
 # MIGRATIONS[v] upgrades a database at version v to v + 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def schema_version(connection: Connection) -> int | None:

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Base(DeclarativeBase):
@@ -110,7 +110,8 @@ class TagRow(Base):
     __table_args__ = (UniqueConstraint("image_id", "name"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)  # lower-case: tags match case-insensitively
+    label: Mapped[str | None] = mapped_column(String(200), nullable=True)  # as typed ("Ünïcödé Straße"); v4
     source: Mapped[str] = mapped_column(String(200))  # e.g. "zero-shot:clip:...", "imagenet:...", "person", "xmp"
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="suggested")

@@ -29,6 +29,8 @@ class LibraryStatus:
     index_choice: str = "auto"  # what the library asks for (pixsearch index --index-type)
     index_bytes: int = 0  # index and vector files
     rerank_cache_bytes: int = 0
+    rerank_cache_images: int = 0  # feature files, over all rerankers
+    rerank_cache_models: list[str] = field(default_factory=list)  # the rerankers with a disk cache
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -64,7 +66,11 @@ def library_status(library: Library) -> LibraryStatus:
                 status.index_type, status.index_params = record["description"], record["params"]
     root = library.root / "rerank-cache"
     if root.is_dir():
-        status.rerank_cache_bytes = sum(f.stat().st_size for f in root.rglob("*.pt"))
+        files = list(root.rglob("*.pt"))
+        status.rerank_cache_bytes = sum(f.stat().st_size for f in files)
+        status.rerank_cache_images = len(files)
+        # each reranker's folder names its spec in reranker.txt (rerank.cache.DiskCache)
+        status.rerank_cache_models = sorted(f.read_text().strip() for f in root.glob("*/reranker.txt"))
     return status
 
 

@@ -183,10 +183,10 @@ def print_report(report: Any) -> None:
         print(f"{report.checked} model tags checked, {len(report.dropped)} contradicted and dropped")
         for path, tag in report.dropped:
             print(f"  dropped {tag!r} from {path}")
-    if report.xmp_written or report.xmp_unchanged or report.xmp_imported:
+    if report.xmp_written or report.xmp_unchanged or report.xmp_imported or report.xmp_removed:
         print(
             f"XMP: {report.xmp_written} sidecars written, {report.xmp_unchanged} already up to date, "
-            f"{report.xmp_imported} keywords imported"
+            f"{report.xmp_imported} keywords imported, {report.xmp_removed} tags removed in another program"
         )
     for path, reason in report.skipped:
         print(f"  skipped {path}: {reason}")

@@ -54,7 +54,7 @@ def edit_tag(session: Session, image_id: int, name: str, action: str) -> Tag:
     if action not in ACTIONS:
         raise ConfigError(f"tag action must be one of {', '.join(ACTIONS)}, got {action!r}")
     set_tag_state(session, image_id, name, ACTIONS[action])
-    stored = {t.name: t for t in tags_of(session, image_id, include_rejected=True)}
+    stored = {normalise_tag(t.name): t for t in tags_of(session, image_id, include_rejected=True)}
     return stored[normalise_tag(name)]
 
 
@@ -63,7 +63,7 @@ def tag_counts(session: Session, limit: int = 1000) -> list[tuple[str, int, int]
     confirmed = func.sum((TagRow.state == CONFIRMED).cast(TagRow.id.type))
     suggested = func.sum((TagRow.state == SUGGESTED).cast(TagRow.id.type))
     rows = session.execute(
-        select(TagRow.name, confirmed, suggested)
+        select(func.min(func.coalesce(TagRow.label, TagRow.name)), confirmed, suggested)
         .where(TagRow.state != REJECTED)
         .group_by(TagRow.name)
         .order_by((confirmed + suggested).desc(), TagRow.name)

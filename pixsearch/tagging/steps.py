@@ -13,11 +13,18 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
-from pixsearch.errors import BadImageError
+from pixsearch.errors import BadImageError, ConfigError
 from pixsearch.models.roles import Entailer, Tagger
 from pixsearch.photos import load_photo
 from pixsearch.storage import Library
-from pixsearch.storage.annotations import CONFIRMED, SUGGESTED, set_ocr_text, set_tag_state, suggest_tags
+from pixsearch.storage.annotations import (
+    CONFIRMED,
+    REJECTED,
+    SUGGESTED,
+    set_ocr_text,
+    set_tag_state,
+    suggest_tags,
+)
 from pixsearch.storage.annotations import tags_of as stored_tags
 from pixsearch.storage.schema import Embedding, ImageRow
 from pixsearch.tagging.ocr import ENGINE, OcrReader
@@ -52,6 +59,7 @@ class TagReport:
     xmp_written: int = 0
     xmp_unchanged: int = 0
     xmp_imported: int = 0  # keywords from sidecars that became confirmed tags
+    xmp_removed: int = 0  # keywords pixsearch wrote that a person since removed from a sidecar: now removed tags
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
     def count(self, source: str, tags: Sequence[object]) -> None:
@@ -213,16 +221,33 @@ def run_xmp(
             progress(TagProgress("xmp", done, len(rows)))
 
 
+def _fold(keyword: str) -> str:
+    return " ".join(keyword.split()).casefold()
+
+
 def _import(library: Library, row: ImageRow, path: Path, report: TagReport) -> None:
+    """A sidecar's keywords become confirmed tags, except those pixsearch wrote itself; a keyword
+    pixsearch wrote that is gone from the sidecar was removed by a person in another program, so
+    the tag is removed here too. A person's earlier removal or confirmation in pixsearch stands."""
     sidecar = read_sidecar(path)
-    wanted = [k for k in sidecar.subjects if " ".join(k.split()).casefold() not in sidecar.written]
-    if not wanted:
+    present = {_fold(k) for k in sidecar.keywords}
+    wanted = [k for k in sidecar.keywords if _fold(k) not in sidecar.written]
+    dropped = sidecar.written - present
+    if not wanted and not dropped:
         return
     with library.session() as session:
-        existing = {t.name: t for t in stored_tags(session, row.id, include_rejected=True)}
+        stored = stored_tags(session, row.id, include_rejected=True)
+        existing = {_fold(t.name): t for t in stored}
         for keyword in wanted:
-            current = existing.get(" ".join(keyword.split()).lower())
-            # a person's earlier removal or confirmation in pixsearch stands
+            current = existing.get(_fold(keyword))
             if current is None or current.state == SUGGESTED:
-                set_tag_state(session, row.id, keyword, CONFIRMED, source=XMP_SOURCE)
+                try:
+                    set_tag_state(session, row.id, keyword, CONFIRMED, source=XMP_SOURCE)
+                except ConfigError as error:  # longer than a tag may be: that keyword alone is left out
+                    report.skipped.append((str(path), f"keyword not imported: {error}"))
+                    continue
                 report.xmp_imported += 1
+        for tag in stored:
+            if _fold(tag.name) in dropped and tag.state != REJECTED:
+                set_tag_state(session, row.id, tag.name, REJECTED, source=XMP_SOURCE)
+                report.xmp_removed += 1

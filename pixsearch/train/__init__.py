@@ -1,4 +1,5 @@
-"""Training: tiny models from scratch, contrastive dual encoders, BLIP ITM / captioning / VQA, checkpoints."""
+"""Training: tiny models from scratch, contrastive dual encoders, BLIP ITM / captioning / VQA, native mPLUG
+fine-tuning in the publisher's layout (`native.py`), checkpoints."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ import torch
 from torch.nn import functional as F
 
 from pixsearch.models.spec import ModelSpec
-from pixsearch.train.data import TrainData
-from pixsearch.train.mining import HardNegatives
-from pixsearch.train.tasks import ITC_TEMPERATURE, _Task
+from pixsearch.train.data import TrainData, ranking_texts
+from pixsearch.train.mining import HardNegatives, NegativeDraws
+from pixsearch.train.tasks import ITC_TEMPERATURE, _Task, ranking_loss
 
 
 class ItmTask(_Task):
@@ -51,39 +51,19 @@ class ItmTask(_Task):
         self.rank_weight, self.ranked = rank_weight, ranked
         self.hard_from, self.hard_ramp = hard_from, max(1, hard_ramp)
         self.items_per_step = 3 * self.batch_size  # image-text pairs scored per step
-        self._text_ids = {text: i for i, text in enumerate(negatives.texts)}
+        self.draws = NegativeDraws(negatives, len(data))
 
     def share(self, step: int) -> float:
         """The probability that a negative of this step is a mined hard one."""
         return self.hard_share * min(1.0, max(0.0, (step - self.hard_from) / self.hard_ramp))
-
-    def _negative_text(self, rng: np.random.Generator, image: int, share: float) -> str:
-        hard = self.negatives.texts_for_image[image]
-        if hard and rng.random() < share:
-            return self.negatives.texts[hard[rng.integers(len(hard))]]
-        own = set(self.negatives.text_ids[image])
-        while True:
-            text = int(rng.integers(len(self.negatives.texts)))
-            if text not in own:
-                return self.negatives.texts[text]
-
-    def _negative_image(self, rng: np.random.Generator, text: str, image: int, share: float) -> int:
-        text_id = self._text_ids[text]
-        hard = self.negatives.images_for_text[text_id]
-        if hard and rng.random() < share:
-            return hard[rng.integers(len(hard))]
-        while True:
-            other = int(rng.integers(len(self.data)))
-            if other != image and text_id not in self.negatives.text_ids[other]:
-                return other
 
     def loss(self, step: int) -> torch.Tensor:
         rng, rows = self.rng(step), self.indices(step)
         model = self.model
         captions = [self.data.captions[i][rng.integers(len(self.data.captions[i]))] for i in rows]
         share = self.share(step)
-        wrong_texts = [self._negative_text(rng, int(i), share) for i in rows]
-        wrong_images = [self._negative_image(rng, t, int(i), share) for t, i in zip(captions, rows, strict=True)]
+        wrong_texts = [self.draws.text(rng, int(i), share) for i in rows]
+        wrong_images = [self.draws.image(rng, t, int(i), share) for t, i in zip(captions, rows, strict=True)]
         n = len(rows)
         vision = model.vision_model(pixel_values=self.pixels[np.concatenate([rows, wrong_images])]).last_hidden_state
         right, wrong = vision[:n], vision[n:]
@@ -111,23 +91,14 @@ class ItmTask(_Task):
     def _ranking(self, rng: np.random.Generator, rows: np.ndarray, vision: torch.Tensor) -> torch.Tensor | None:
         """Cross-entropy of a true caption of each image against `ranked` of its edits that are false
         (explicit negatives), or None when no image of the batch has any."""
-        known = self.data.negatives
-        picked = [j for j, i in enumerate(rows) if known and known[i]] if self.rank_weight > 0 else []
+        picked, texts = ranking_texts(self.data, rows, rng, self.ranked) if self.rank_weight > 0 else ([], [])
         if not picked:
             return None
-        texts = []
-        for j in picked:
-            pairs = known[rows[j]]
-            caption = pairs[rng.integers(len(pairs))][0]
-            false = [negative for true, negative in pairs if true == caption]
-            chosen = rng.choice(len(false), size=self.ranked, replace=len(false) < self.ranked)
-            texts += [caption, *(false[k] for k in chosen)]
         tokens = self.tokens(texts)
         logits = self._itm(
             tokens["input_ids"], tokens["attention_mask"], vision[picked].repeat_interleave(self.ranked + 1, 0)
         )
-        margins = (logits[:, 1] - logits[:, 0]).view(len(picked), self.ranked + 1)
-        return F.cross_entropy(margins, torch.zeros(len(picked), dtype=torch.long))
+        return ranking_loss(logits, len(picked), self.ranked)
 
 
 def _pad_cat(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, pad: int) -> torch.Tensor:

@@ -44,7 +44,9 @@ def register(subparsers: Any) -> None:
     """Add `synth`, `train`, `eval` and `demo` to the `pixsearch` command's subparsers."""
     _synth_parser(subparsers.add_parser("synth", help="generate a synthetic data set of coloured shapes"))
     _train_parser(subparsers.add_parser("train", help="train or fine-tune a model on image-caption pairs"))
-    _eval_parser(subparsers.add_parser("eval", help="recall, VQA accuracy, BLEU-4 and CIDEr on a data set"))
+    _eval_parser(
+        subparsers.add_parser("eval", help="recall, VQA and entailment accuracy, BLEU-4 and CIDEr on a data set")
+    )
     _demo_parser(subparsers.add_parser("demo", help="offline demo: synthetic library, packaged tiny models, web UI"))
 
 
@@ -61,12 +63,20 @@ def _synth_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(parser: argparse.ArgumentParser) -> None:
+    from pixsearch.train.native import NATIVE_TRAINABLE
+    from pixsearch.train.tasks import TRAINABLE
+
     add_common_options(parser)
-    parser.add_argument("backend", choices=["clip", "siglip", "blip-itm", "blip-caption", "blip-vqa"])
+    parser.add_argument("backend", choices=[*TRAINABLE, *NATIVE_TRAINABLE])
     parser.add_argument(
-        "--data", type=Path, required=True, help="captions (.json Karpathy, .csv, .jsonl); VQA: questions .jsonl"
+        "--data",
+        type=Path,
+        required=True,
+        help="captions (.json Karpathy, .csv, .jsonl); VQA: questions .jsonl; ofa-ve: statements .jsonl / .csv",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder; load the result as BACKEND:OUT")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder (the publisher's layout); load it as BACKEND:OUT"
+    )
     parser.add_argument("--init", help="checkpoint to fine-tune (folder or hub id); default: a tiny model from scratch")
     parser.add_argument("--images", type=Path, help="image root (default: the data file's folder)")
     parser.add_argument("--split", default="train", help="train on this split ('all' for every row)")
@@ -76,11 +86,12 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
         default="skip",
         help="skip bad rows (named) or stop before training",
     )
-    parser.add_argument("--miner", help="blip-itm: dual encoder spec that mines hard negatives")
+    parser.add_argument("--miner", help="blip-itm, mplug-itm: dual encoder spec that mines hard negatives")
     parser.add_argument(
         "--negatives",
         type=Path,
-        help="blip-itm: captions false of the images (.csv / .jsonl, columns image and negative), e.g. swapped attributes",
+        help="blip-itm, vle-itm, mplug-itm: captions false of the images (.csv / .jsonl, columns image and "
+        "negative), e.g. swapped attributes",
     )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -114,6 +125,10 @@ def _eval_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--questions", type=Path, help="questions .jsonl for VQA accuracy")
     parser.add_argument("--answerer", metavar="SPEC", help="VQA model")
     parser.add_argument("--captioner", metavar="SPEC", help="captioning model (BLEU-4, CIDEr against --data)")
+    parser.add_argument(
+        "--statements", type=Path, help="statements .jsonl / .csv (image, statement, label yes/no/maybe) for --entailer"
+    )
+    parser.add_argument("--entailer", metavar="SPEC", help="visual entailment model (accuracy on --statements)")
     parser.add_argument(
         "--llm", metavar="SPEC", help="with --answerer and --captioner: also score answers this language model writes"
     )

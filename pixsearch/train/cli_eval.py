@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from pixsearch.errors import ConfigError
-from pixsearch.evaluation.readers import BadRowPolicy, enforce, read_pairs, read_questions
-from pixsearch.evaluation.run import EvalOptions, evaluate_captions, evaluate_retrieval, evaluate_vqa
+from pixsearch.evaluation.metrics import vqa_accuracy
+from pixsearch.evaluation.readers import (
+    BadRowPolicy,
+    Question,
+    enforce,
+    read_pairs,
+    read_questions,
+    read_statements,
+)
+from pixsearch.evaluation.run import (
+    EvalOptions,
+    evaluate_captions,
+    evaluate_entailment,
+    evaluate_retrieval,
+    evaluate_vqa,
+)
 from pixsearch.models import ModelOptions, Role, create
 from pixsearch.rerank import Fusion, similarity_weight
 from pixsearch.settings import Settings
@@ -20,8 +38,8 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
         ConfigError: nothing to evaluate, or a model without the data it needs.
         DataSetError: bad rows under --bad-rows stop.
     """
-    if not (args.model or args.captioner or args.answerer):
-        raise ConfigError("name something to evaluate: --model (retrieval), --captioner or --answerer")
+    if not (args.model or args.captioner or args.answerer or args.entailer):
+        raise ConfigError("name something to evaluate: --model (retrieval), --captioner, --answerer or --entailer")
     if args.llm and not (args.answerer and args.captioner):
         raise ConfigError("--llm writes answers from a caption and VQA answers: it needs --answerer and --captioner")
     policy = BadRowPolicy(args.bad_rows)
@@ -56,18 +74,56 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
                 data, create(args.captioner, Role.CAPTIONER, options), progress=progress
             )
         if args.answerer:
-            if not args.questions:
-                raise ConfigError("--answerer needs --questions FILE")
-            questions = read_questions(args.questions, args.images)
-            enforce(questions.bad, policy, str(args.questions))
-            questions.questions = [q for q in questions.questions if split is None or q.split in (None, split)]
-            answerer = create(args.answerer, Role.ANSWERER, options)
-            results["vqa"] = evaluate_vqa(questions, answerer, progress)
-            if args.llm:
-                results["vqa_llm"] = _written(args, questions.questions, answerer, options, progress)
+            results |= _answering(args, policy, split, options, progress)
+        if args.entailer:
+            results["entailment"] = _entailment(args, policy, split, options, progress)
     finally:
         bars.close()
     return results
+
+
+def _answering(
+    args: argparse.Namespace, policy: BadRowPolicy, split: str | None, options: ModelOptions, progress: Any
+) -> dict[str, Any]:
+    """VQA accuracy of --answerer on --questions, the image-blind baselines learned from the train
+    split (when another split is evaluated), and with --llm the written answers' accuracy."""
+    if not args.questions:
+        raise ConfigError("--answerer needs --questions FILE")
+    questions = read_questions(args.questions, args.images)
+    enforce(questions.bad, policy, str(args.questions))
+    train = [q for q in questions.questions if q.split == "train"] if split not in (None, "train") else []
+    questions.questions = [q for q in questions.questions if split is None or q.split in (None, split)]
+    answerer = create(args.answerer, Role.ANSWERER, options)
+    results = {"vqa": evaluate_vqa(questions, answerer, progress)}
+    if train:
+        results |= answer_baselines(train, questions.questions)
+    if args.llm:
+        results["vqa_llm"] = _written(args, questions.questions, answerer, options, progress)
+    return results
+
+
+def answer_baselines(train: list[Question], questions: list[Question]) -> dict[str, Any]:
+    """VQA accuracy of two answerers that never look at the image, learned from the training split:
+    the most common answer (majority), and for each question its most common training answer (the
+    question's prior; the majority for questions never seen). A model that reads the image beats both.
+    """
+    target = [max(q.answers, key=q.answers.count) for q in train]  # a question's own majority answer
+    majority = Counter(target).most_common(1)[0][0]
+    by_question: dict[str, Counter] = {}
+    for question, answer in zip(train, target, strict=True):
+        by_question.setdefault(question.question, Counter())[answer] += 1
+
+    def prior(question: Question) -> str:
+        seen = by_question.get(question.question)
+        return seen.most_common(1)[0][0] if seen else majority
+
+    def accuracy(answer_of: Callable[[Question], str]) -> float:
+        return float(np.mean([vqa_accuracy(answer_of(q), q.answers) for q in questions])) if questions else 0.0
+
+    return {
+        "vqa_majority_answer": {"answer": majority, "vqa_accuracy": accuracy(lambda _: majority)},
+        "vqa_question_prior": {"vqa_accuracy": accuracy(prior), "train_questions": len(train)},
+    }
 
 
 def _written(args: argparse.Namespace, questions: list, answerer: Any, options: ModelOptions, progress: Any) -> dict:
@@ -81,3 +137,16 @@ def _written(args: argparse.Namespace, questions: list, answerer: Any, options: 
     evidence = gather(questions, answerer, captioner, answering.top_k, progress)
     result = evaluate_written(evidence, create(args.llm, Role.WRITER, options), answering, progress)
     return result | {"llm": args.llm, "captioner": args.captioner}
+
+
+def _entailment(args: argparse.Namespace, policy: BadRowPolicy, split: str | None, options: ModelOptions, progress):
+    """Visual-entailment accuracy of --entailer on --statements."""
+    if not args.statements:
+        raise ConfigError("--entailer needs --statements FILE")
+    statements = read_statements(args.statements, args.images)
+    enforce(statements.bad, policy, str(args.statements))
+    statements.questions = [s for s in statements.questions if split is None or s.split in (None, split)]
+    if not statements.questions:
+        raise ConfigError(f"{args.statements}: no usable statements in split {args.split!r}")
+    result = evaluate_entailment(statements, create(args.entailer, Role.ENTAILER, options), progress)
+    return result | {"skipped_rows": [str(row) for row in statements.bad]}

@@ -8,6 +8,7 @@ data-set policy; training itself never meets an unreadable image half-way throug
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,16 @@ import numpy as np
 import numpy.typing as npt
 
 from pixsearch.errors import BadImageError, ConfigError
-from pixsearch.evaluation.readers import BadRow, BadRowPolicy, enforce, read_negatives, read_pairs, read_questions
+from pixsearch.evaluation.readers import (
+    BadRow,
+    BadRowPolicy,
+    QuestionSet,
+    enforce,
+    read_negatives,
+    read_pairs,
+    read_questions,
+    read_statements,
+)
 from pixsearch.imageio import DEFAULT_MAX_PIXELS, load_image
 from pixsearch.models.preprocess import ImageTransform, apply_transform
 
@@ -110,6 +120,36 @@ def load_questions(
 ) -> TrainData:
     """Question-answer training data from a questions JSONL file; the most common answer is the target."""
     data = read_questions(path, image_root, check_images=False)
+    return _load_qa(path, data, transform, split, policy, max_pixels, progress, "questions")
+
+
+def load_statements(
+    path: Path,
+    transform: ImageTransform,
+    *,
+    image_root: Path | None = None,
+    split: str | None = "train",
+    policy: BadRowPolicy = BadRowPolicy.SKIP,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: DecodeProgress | None = None,
+) -> TrainData:
+    """Visual-entailment training data from a statements CSV / JSONL file: `qa` holds, per image,
+    (statement, yes / no / maybe) pairs (see `evaluation.readers.read_statements`)."""
+    data = read_statements(path, image_root, check_images=False)
+    return _load_qa(path, data, transform, split, policy, max_pixels, progress, "statements")
+
+
+def _load_qa(
+    path: Path,
+    data: QuestionSet,
+    transform: ImageTransform,
+    split: str | None,
+    policy: BadRowPolicy,
+    max_pixels: int,
+    progress: DecodeProgress | None,
+    what: str,
+) -> TrainData:
+    """Decode the images of question rows, apply the bad-row policy, group (text, answer) by image."""
     questions = [q for q in data.questions if split is None or q.split in (None, split)]
     pixels, failed = decode_all(list(dict.fromkeys(q.image for q in questions)), transform, max_pixels, progress)
     bad = list(data.bad) + [
@@ -121,10 +161,11 @@ def load_questions(
     grouped: dict[Path, list[tuple[str, str]]] = {}
     for q in questions:
         if q.image not in failed:
-            answer = max(set(q.answers), key=q.answers.count)
+            # ties go to the answer seen first (a set's order would change with the process's hash seed)
+            answer = Counter(q.answers).most_common(1)[0][0]
             grouped.setdefault(q.image, []).append((q.question, answer))
     if not grouped:
-        raise ConfigError(f"{path}: no usable questions{f' in split {split!r}' if split else ''}")
+        raise ConfigError(f"{path}: no usable {what}{f' in split {split!r}' if split else ''}")
     images = list(grouped)
     return TrainData(images, np.stack([pixels[i] for i in images]), qa=[grouped[i] for i in images], skipped=bad)
 
@@ -168,3 +209,20 @@ def attach_negatives(
     data.negatives = negatives
     data.skipped.extend(bad)
     return sum(len(n) for n in negatives)
+
+
+def ranking_texts(
+    data: TrainData, rows: Sequence[int], rng: np.random.Generator, ranked: int
+) -> tuple[list[int], list[str]]:
+    """For a ranking loss against explicit negatives: the batch positions whose image has any, and
+    per such image a true caption followed by `ranked` of its false edits (drawn with `rng`)."""
+    known = data.negatives
+    picked = [j for j, i in enumerate(rows) if known and known[i]]
+    texts: list[str] = []
+    for j in picked:
+        pairs = known[rows[j]]
+        caption = pairs[rng.integers(len(pairs))][0]
+        false = [negative for true, negative in pairs if true == caption]
+        chosen = rng.choice(len(false), size=ranked, replace=len(false) < ranked)
+        texts += [caption, *(false[k] for k in chosen)]
+    return picked, texts

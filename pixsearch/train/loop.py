@@ -28,7 +28,11 @@ _STATE = "trainer_state.pt"
 
 
 class Task(Protocol):
-    """One kind of training: its model, the loss of a step, and saving in the backend's own format."""
+    """One kind of training: its model, the loss of a step, and saving in the backend's own format.
+
+    `save` writes the model as the backend loads it; `save_checkpoint` writes what `restore` needs
+    to continue with exactly the same weights (the same as `save`, unless saving rounds them).
+    """
 
     backend: str
     model: torch.nn.Module
@@ -37,6 +41,10 @@ class Task(Protocol):
     def loss(self, step: int) -> torch.Tensor: ...
 
     def save(self, directory: Path) -> None: ...
+
+    def save_checkpoint(self, directory: Path) -> None: ...
+
+    def restore(self, directory: Path) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -158,7 +166,7 @@ def _checkpoint(task: Task, output: Path, step: int, optimizer, scheduler, optio
     folder = output / CHECKPOINTS / f"step-{step:08d}"
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    task.save(partial)
+    task.save_checkpoint(partial)
     torch.save(
         {
             "step": step,
@@ -185,8 +193,7 @@ def _resume(task: Task, output: Path, optimizer, scheduler) -> int:
         raise ConfigError(
             f"{folder} is a checkpoint of {state.get('backend')!r}, not {task.backend!r}; use another output folder"
         )
-    weights = type(task.model).from_pretrained(folder).state_dict()
-    task.model.load_state_dict(weights)
+    task.restore(folder)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     log.info("resuming %s from %s (step %d)", task.backend, folder, state["step"])

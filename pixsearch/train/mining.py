@@ -21,6 +21,38 @@ class HardNegatives:
     images_for_text: list[list[int]]  # per text: the most similar images it does not describe, best first
 
 
+class NegativeDraws:
+    """Draws negatives for ITM training: with probability `share` one of the mined hard ones, else
+    any caption that is not the image's own (or any image the caption does not describe)."""
+
+    def __init__(self, negatives: HardNegatives, images: int) -> None:
+        self.negatives = negatives
+        self.images = images
+        self._text_ids = {text: i for i, text in enumerate(negatives.texts)}
+
+    def text(self, rng: np.random.Generator, image: int, share: float) -> str:
+        """A caption false of `image`."""
+        hard = self.negatives.texts_for_image[image]
+        if hard and rng.random() < share:
+            return self.negatives.texts[hard[rng.integers(len(hard))]]
+        own = set(self.negatives.text_ids[image])
+        while True:
+            text = int(rng.integers(len(self.negatives.texts)))
+            if text not in own:
+                return self.negatives.texts[text]
+
+    def image(self, rng: np.random.Generator, text: str, image: int, share: float) -> int:
+        """An image that `text` (a caption of `image`) does not describe."""
+        text_id = self._text_ids[text]
+        hard = self.negatives.images_for_text[text_id]
+        if hard and rng.random() < share:
+            return hard[rng.integers(len(hard))]
+        while True:
+            other = int(rng.integers(self.images))
+            if other != image and text_id not in self.negatives.text_ids[other]:
+                return other
+
+
 def mine(
     encoder: DualEncoder,
     data: TrainData,

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from pixsearch.errors import ConfigError, ModelLoadError
 from pixsearch.models.blip_loading import transform_from_directory
@@ -59,6 +60,13 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     return order[within * batch_size : (within + 1) * batch_size]
 
 
+def ranking_loss(itm_logits: torch.Tensor, images: int, ranked: int) -> torch.Tensor:
+    """Cross-entropy of each true caption (first of its group) against its `ranked` false edits over
+    the ITM match margins; `itm_logits` [images * (ranked + 1), 2] in the order `data.ranking_texts` gives."""
+    margins = (itm_logits[:, 1] - itm_logits[:, 0]).view(images, ranked + 1)
+    return F.cross_entropy(margins, torch.zeros(images, dtype=torch.long))
+
+
 class _Task:
     """Loading from a checkpoint folder, per-step randomness, and saving like the original."""
 
@@ -101,6 +109,12 @@ class _Task:
         source = self.directory / "preprocessor_config.json"
         if source.exists() and source.resolve() != (directory / source.name).resolve():
             shutil.copyfile(source, directory / source.name)
+
+    def save_checkpoint(self, directory: Path) -> None:
+        self.save(directory)  # saved in float32: the checkpoint holds the exact weights
+
+    def restore(self, directory: Path) -> None:
+        self.model.load_state_dict(type(self.model).from_pretrained(directory).state_dict())
 
 
 class ContrastiveTask(_Task):

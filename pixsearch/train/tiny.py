@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -86,22 +87,24 @@ def _clip(directory: Path, tokenizer, config: TinyConfig) -> None:
         projection_dim=config.projection_dim,
     )
     CLIPModel(clip_config).save_pretrained(directory)
-    _write_json(
-        directory / "preprocessor_config.json",
-        {
-            "image_processor_type": "CLIPImageProcessor",
-            "do_resize": True,
-            "size": {"shortest_edge": config.image_size},
-            "do_center_crop": True,
-            "crop_size": {"height": config.image_size, "width": config.image_size},
-            "resample": 3,
-            "do_rescale": True,
-            "rescale_factor": 1 / 255,
-            "do_normalize": True,
-            "image_mean": list(CLIP_MEAN),
-            "image_std": list(CLIP_STD),
-        },
-    )
+    _write_json(directory / "preprocessor_config.json", clip_image_processor(config.image_size))
+
+
+def clip_image_processor(size: int) -> dict[str, Any]:
+    """preprocessor_config.json of a CLIPImageProcessor: shortest edge to `size`, centre crop, CLIP's mean/std."""
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": size},
+        "do_center_crop": True,
+        "crop_size": {"height": size, "width": size},
+        "resample": 3,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
+    }
 
 
 def _tower(config: TinyConfig) -> dict[str, int]:

@@ -16,11 +16,12 @@ from fastapi.templating import Jinja2Templates
 
 from pixsearch import __version__
 from pixsearch.settings import Settings
-from pixsearch.web import handlers
+from pixsearch.web import handlers, openapi
 from pixsearch.web.context import RerankHook, TagsHook, WebContext
 from pixsearch.web.limits import BodyLimit
 from pixsearch.web.options import WebOptions
-from pixsearch.web.routers import health, images, knn, pages, search
+from pixsearch.web.routers import health, images, knn, pages, rerank, search
+from pixsearch.web.schemas import KnnRequest, MetadataRequest
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,9 @@ def create_app(
             allow_headers=["*"],
         )
     handlers.install(app)
-    for module in (health, search, images, knn, pages):
+    for module in (health, search, rerank, images, knn, pages):
         app.include_router(module.router)
+    openapi.install(app, bodies=(KnnRequest, MetadataRequest))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.get("/docs", include_in_schema=False)

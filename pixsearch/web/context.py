@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Generic, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -29,36 +29,42 @@ from pixsearch.web.models import ModelPool
 from pixsearch.web.options import WebOptions
 from pixsearch.web.thumbnails import ThumbnailCache
 
+if TYPE_CHECKING:
+    from pixsearch.web.querying import PendingRerank
+
 RerankHook = Callable[[str, list[ImageHit]], list[ImageHit]]
 TagsHook = Callable[[int], Sequence[tuple[str, float]]]
+T = TypeVar("T")
 
 
-class QueryVectors:
-    """Recent image-query vectors of the search page, so results of an uploaded photo can be paged
-    with plain links (`/?qid=...`). Bounded; the oldest entries go first; lost on restart."""
+class Recent(Generic[T]):
+    """Recent things a page or client refers back to by a token: the vector of an uploaded photo (so its
+    results can be paged with plain links, `/?qid=...`) or a result set to rerank later. Bounded; the
+    oldest entries go first; lost on restart."""
 
-    def __init__(self, capacity: int = 64) -> None:
+    def __init__(self, expired: str, capacity: int = 64) -> None:
+        self.expired = expired  # what a stale token's NotFoundError says
         self.capacity = capacity
-        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._items: OrderedDict[str, T] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, vector: np.ndarray) -> str:
+    def put(self, item: T) -> str:
         import secrets
 
         token = secrets.token_urlsafe(12)
         with self._lock:
-            self._vectors[token] = vector
-            while len(self._vectors) > self.capacity:
-                self._vectors.popitem(last=False)
+            self._items[token] = item
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
         return token
 
-    def get(self, token: str) -> np.ndarray:
+    def get(self, token: str) -> T:
         with self._lock:
-            vector = self._vectors.get(token)
-            if vector is None:
-                raise NotFoundError("that photo search has expired; drop the photo again")
-            self._vectors.move_to_end(token)
-            return vector
+            item = self._items.get(token)
+            if item is None:
+                raise NotFoundError(self.expired)
+            self._items.move_to_end(token)
+            return item
 
 
 class WebContext:
@@ -94,7 +100,11 @@ class WebContext:
         import_legacy_json(self.library)
         self.captions = CaptionStore(self.library)
         self.thumbnails = ThumbnailCache(self.library.root / "thumbs", settings.max_pixels)
-        self.query_vectors = QueryVectors()
+        self.query_vectors: Recent[np.ndarray] = Recent("that photo search has expired; drop the photo again")
+        # words-only results whose rerank the page (or a client) asks for after showing them
+        self.result_sets: Recent[PendingRerank] = Recent(
+            "that result set has expired (the server keeps the last 64); search again"
+        )
 
     # -- images -----------------------------------------------------------------------------
     def image_row(self, image_id: int) -> ImageRow:

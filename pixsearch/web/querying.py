@@ -1,11 +1,15 @@
 """Turning a web query (words, a photo, both, or "more like this") into result rows.
 
 The searching itself is `SearchService`'s; this module only picks the call, holds the search lock,
-applies the relevance cut-off and calls the rerank hook. Blocking: call it from a worker thread.
+applies the relevance cut-off and calls the rerank hook, at once or, with `defer_rerank`, later: the
+first-stage results go out with a token and `rerank_later` reranks that very result set when the page
+(or a client) asks, so no one waits for the reranker to see results. Blocking: call it from a worker
+thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -29,6 +33,7 @@ class WebQuery:
     k: int = 10
     offset: int = 0
     rerank: bool = False
+    defer_rerank: bool = False  # answer with first-stage results and a token for `rerank_later`
 
 
 @dataclass
@@ -40,6 +45,16 @@ class WebResults:
     best_score: float | None = None
     more: bool = False  # the search filled the page, so a next page may exist
     empty: str | None = None  # why a words query found nothing at all, in a sentence
+    rerank_token: str | None = None  # set when the rerank was deferred: pass it to `rerank_later`
+
+
+@dataclass(frozen=True)
+class PendingRerank:
+    """A words-only result set as it went out, kept for its deferred rerank."""
+
+    query: WebQuery
+    text: str
+    results: WebResults
 
 
 def query_vector(context: WebContext, text: str | None, image: Image.Image | None) -> np.ndarray:
@@ -134,7 +149,29 @@ def _rerank(context: WebContext, query: WebQuery, text: str | None, results: Web
         results.notes.append("rerank ignored: no reranker is configured on this server")
     elif text is None or query.image is not None or query.like is not None or query.vector is not None:
         results.notes.append("rerank ignored: reranking needs a words-only query")
+    elif results.hits and query.defer_rerank:
+        pending = PendingRerank(
+            query, text, dataclasses.replace(results, hits=list(results.hits), notes=list(results.notes))
+        )
+        results.rerank_token = context.result_sets.put(pending)
     elif results.hits:
         with context.rerank_lock:
             results.hits = list(context.rerank_hook(text, list(results.hits)))
         results.reranked = True
+
+
+def rerank_later(context: WebContext, token: str) -> tuple[WebQuery, WebResults]:
+    """The reranked version of a result set that went out with `rerank_token`; it stays available, so
+    asking again answers again (the reranker's caches make the second time cheap).
+
+    Raises:
+        NotFoundError: the token is unknown or has expired.
+        ConfigError: the server has no reranker (any more).
+    """
+    pending = context.result_sets.get(token)
+    if context.rerank_hook is None:
+        raise ConfigError("no reranker is configured on this server")
+    with context.rerank_lock:
+        hits = list(context.rerank_hook(pending.text, list(pending.results.hits)))
+    results = dataclasses.replace(pending.results, hits=hits, reranked=True, notes=list(pending.results.notes))
+    return pending.query, results

@@ -9,12 +9,14 @@ from typing import Annotated, Literal
 
 from fastapi import Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from pixsearch.search import ImageHit
 from pixsearch.search.results import FILTER
 from pixsearch.storage.annotations import MAX_TAG_LENGTH, Tag
 from pixsearch.storage.schema import ImageRow
 from pixsearch.web.captions import Caption
+from pixsearch.web.deps import MAX_ID
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -38,17 +40,26 @@ def plain_text(value: str | None) -> str | None:
 PlainText = AfterValidator(plain_text)
 
 
-# a camera's EXIF time and the server's clock carry no time zone, so these are not RFC 3339 date-times
+# a camera's EXIF time carries no time zone (the clock on the camera said so, wherever it was): not an
+# RFC 3339 date-time, which must have one, so a plain string
 LocalDateTime = Annotated[
     datetime,
     WithJsonSchema(
         {
             "type": "string",
-            "description": "ISO 8601 date and time without a time zone",
+            "description": "ISO 8601 date and time as the camera's clock said it, without a time zone",
             "example": "2021-06-15T10:30:00",
         }
     ),
 ]
+
+
+def _with_zone(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.astimezone()  # the server's clock: its local zone
+
+
+# times of the server's own clock (indexed, captioned): an RFC 3339 date-time with the server's offset
+ServerDateTime = Annotated[datetime, AfterValidator(_with_zone)]
 
 
 class ErrorPublic(BaseModel):
@@ -58,6 +69,7 @@ class ErrorPublic(BaseModel):
 # every route with parameters or a body: the handlers answer a bad one in this shape, not FastAPI's list
 INVALID = {
     400: {"model": ErrorPublic, "description": "the body cannot be read (not UTF-8, nested too deeply)"},
+    413: {"model": ErrorPublic, "description": "the body is over the server's upload limit"},
     422: {"model": ErrorPublic, "description": "a parameter or the body is invalid (the reason names it)"},
 }
 
@@ -107,6 +119,18 @@ class SearchPublic(BaseModel):
     min_score: float | None = Field(None, description="the server's relevance cut-off, if any")
     next_offset: int | None = Field(None, description="offset of the next page, when there may be one")
     notes: list[str] = Field(default_factory=list, description="why an option was ignored, etc.")
+    rerank_token: str | None = Field(
+        None,
+        description="with rerank and defer_rerank: these are the first-stage results, and POST /api/rerank "
+        "with this token answers them reranked",
+    )
+
+
+class RerankCreate(BaseModel):
+    """A deferred rerank of a result set a search already returned."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=64, description="the rerank_token of a search response")
 
 
 class CaptionPublic(BaseModel):
@@ -114,7 +138,7 @@ class CaptionPublic(BaseModel):
     caption: str
     source: Literal["model", "user"]
     model: str | None = None
-    created_at: str
+    created_at: ServerDateTime
     generated: bool = Field(False, description="made by this request")
     stored: bool = Field(
         True, description="kept in the library; false: made for a caller without the API key, kept in memory only"
@@ -236,7 +260,7 @@ class ImagePublic(BaseModel):
     size: int = Field(description="file size in bytes")
     taken_at: LocalDateTime | None = None
     camera: str | None = None
-    indexed_at: LocalDateTime
+    indexed_at: ServerDateTime
     caption: CaptionPublic | None = None
     tags: list[TagPublic]
     thumbnail_url: str
@@ -259,21 +283,32 @@ class HealthPublic(BaseModel):
     writes_enabled: bool
 
 
+KNN_MAX = 10_000  # clip-retrieval's front end asks for up to 10,000 (its download button)
+
+
 class KnnRequest(BaseModel):
     """The body clip-retrieval's ClipClient and front end send to `/knn-service`."""
 
     model_config = ConfigDict(extra="ignore")
     text: Annotated[str | None, PlainText] = None
     image: str | None = Field(None, description="the query image, base64")
-    image_url: Annotated[str | None, PlainText] = Field(None, description="refused unless the server allows image URLs")
+    image_url: Annotated[str | None, PlainText] = Field(
+        None,
+        description="a URL of this server's own photos (/api/images/{id}/file or /thumbnail), answered from the "
+        "stored vector; any other URL only when the server allows fetching image URLs",
+    )
     embedding_input: list[float] | None = None
     modality: Literal["image", "text"] = Field("image", description="which index to search")
-    num_images: int = Field(40, ge=1, le=1000)
-    num_result_ids: int | None = Field(None, ge=1, le=10000)
-    deduplicate: bool = False
-    indice_name: str | None = None
+    num_images: int = Field(40, ge=1, le=KNN_MAX, description="how many hits carry their caption and url")
+    num_result_ids: int | None = Field(
+        None, ge=1, le=KNN_MAX, description="how many hits (ids and similarities); default num_images"
+    )
+    deduplicate: bool = Field(
+        False, description="keep the best of each group of near-identical photos (linked above similarity 0.94)"
+    )
+    indice_name: str | None = Field(None, description="the index: 'pixsearch' (GET /indices-list), or none")
 
-    @field_validator("text", "image", "image_url", mode="before")
+    @field_validator("text", "image", "image_url", "indice_name", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -285,10 +320,31 @@ class KnnRequest(BaseModel):
 
 
 class KnnResult(BaseModel):
+    """One hit; like clip-retrieval's back end, a key without a value is left out (never null)."""
+
     id: int
     similarity: float
-    caption: str | None = None
-    url: str | None = None
+    caption: str | SkipJsonSchema[None] = Field(None, description="the photo's caption, or the text itself")
+    url: str | SkipJsonSchema[None] = Field(
+        None, description="a JPEG of the photo; only the first num_images hits carry it"
+    )
+
+
+class MetadataRequest(BaseModel):
+    """What clip-retrieval's front end asks `/metadata` for: the hits past the first page."""
+
+    ids: Annotated[list[Annotated[int, Field(ge=0, le=MAX_ID)]], Field(max_length=KNN_MAX)]
+    indice_name: str | None = None
+
+
+class Metadata(BaseModel):
+    caption: str | SkipJsonSchema[None] = None
+    url: str
+
+
+class MetadataResult(BaseModel):
+    id: int
+    metadata: Metadata
 
 
 # -- converters ----------------------------------------------------------------------------------

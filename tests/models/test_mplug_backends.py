@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image, ImageDraw
+from tiny_models import save_tiny_mplug
 
 from pixsearch.errors import ConfigError, ModelLoadError, ModelNotFoundError
 from pixsearch.models import registry
 from pixsearch.models.mplug.backends import MplugAnswerer, MplugCaptioner, MplugDualEncoder, MplugItmReranker
-from pixsearch.models.mplug.config import CAPTION, RETRIEVAL, VQA, read_config
-from pixsearch.models.mplug.modeling import RUN_PARTS, TASK_PARTS, MplugModel
+from pixsearch.models.mplug.config import CAPTION, RETRIEVAL, VQA
+from pixsearch.models.mplug.modeling import RUN_PARTS
 from pixsearch.models.mplug.pipeline import MplugPipeline
 from pixsearch.models.mplug.tokenizer import join_cjk
 from pixsearch.models.preprocess import ImageTransform, transform_id
@@ -25,37 +25,6 @@ from pixsearch.models.roles import Answerer, Captioner, DualEncoder, Reranker, R
 from pixsearch.models.spec import ModelOptions, ModelSpec
 
 FLOAT32 = ModelOptions(dtype="float32")
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "dog", "circle", "?", "狗", "在", "跑"]
-BERT = {
-    "hidden_size": 32,
-    "num_attention_heads": 2,
-    "intermediate_size": 48,
-    "num_hidden_layers": 3,
-    "text_encoder_layers": 1,
-    "fusion_layers": 2,
-    "text_decode_layers": 2,
-    "stride_layer": 1,
-    "encoder_width": 32,
-    "max_position_embeddings": 32,
-    "vocab_size": len(VOCAB),
-    "hidden_act": "gelu",
-    "layer_norm_eps": 1e-12,
-    "type_vocab_size": 2,
-    "pad_token_id": 0,
-}
-YAML = {
-    "bert_config": "config_bert.json",
-    "image_res": 32,
-    "clip_name": "ViT-B-16",
-    "vision_width": 64,
-    "clip_vision_width": 64,
-    "clip_vision_layers": 1,
-    "clip_vision_patch_size": 16,
-    "embed_dim": 8,
-    "beam_size": 3,
-    "min_length": 1,
-    "max_length": 5,
-}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,32 +36,10 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def write_tiny(directory: Path, task: str, seed: int) -> Path:
-    """A random mPLUG directory in ModelScope's layout, with a few unused keys as real checkpoints have."""
-    directory.mkdir(parents=True)
-    (directory / "config.yaml").write_text(yaml.safe_dump({"task": task, **YAML}))
-    (directory / "config_bert.json").write_text(json.dumps(BERT))
-    (directory / "configuration.json").write_text(json.dumps({"framework": "pytorch", "task": task}))
-    (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    torch.manual_seed(seed)
-    model = MplugModel(read_config(directory), TASK_PARTS[task])
-    for name, param in model.named_parameters():
-        if "LayerNorm" in name or "ln_" in name or "layer_norm" in name:
-            torch.nn.init.normal_(param, 1.0 if name.endswith("weight") else 0.0, 0.1)
-        else:
-            torch.nn.init.normal_(param, 0.0, 0.3 if param.ndim > 1 else 0.1)
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    state["model.temp"] = torch.tensor(0.07)
-    state["model.visual_encoder.visual.proj"] = torch.zeros(64, 8)
-    state["model.fusion_encoder.encoder.layer.0.output.dense.bias"] = torch.zeros(32)  # built, never run
-    torch.save(state, directory / "pytorch_model.bin")
-    return directory
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mplug")
-    return {task: write_tiny(root / task, task, seed) for seed, task in enumerate((RETRIEVAL, VQA, CAPTION))}
+    return {task: save_tiny_mplug(root / task, task, seed) for seed, task in enumerate((RETRIEVAL, VQA, CAPTION))}
 
 
 def shapes() -> list[Image.Image]:
@@ -200,7 +147,7 @@ def test_pipeline_rejects_unknown_tasks_and_inputs(tiny: dict[str, Path]) -> Non
 
 
 def test_a_stray_key_in_a_tiny_checkpoint_is_named(tiny: dict[str, Path], tmp_path: Path) -> None:
-    directory = write_tiny(tmp_path / "stray", RETRIEVAL, 0)
+    directory = save_tiny_mplug(tmp_path / "stray", RETRIEVAL, 0)
     state = torch.load(directory / "pytorch_model.bin", weights_only=True)
     state["model.fusion_encoder.encoder.layer.2.surprise"] = torch.zeros(1)
     torch.save(state, directory / "pytorch_model.bin")

@@ -11,7 +11,7 @@ from pixsearch.errors import ConfigError
 from pixsearch.indexer import Indexer, IndexOptions
 from pixsearch.models import Role, create
 from pixsearch.rerank import Fusion, RerankOptions, RerankService, similarity_weight
-from pixsearch.rerank.cache import DiskCache, MemoryCache, disk_usage, from_storage, to_storage
+from pixsearch.rerank.cache import DiskCache, MemoryCache, disk_usage, from_storage, parse_size, to_storage
 from pixsearch.search import SearchService
 from pixsearch.storage import Library
 
@@ -88,16 +88,19 @@ def test_similarity_weight_from_the_dual_encoder(clip_spec: str) -> None:
             similarity_weight(bad, encoder)
 
 
-def test_memory_cache_skips_the_vision_tower_the_second_time(setup, monkeypatch) -> None:
+@pytest.mark.parametrize(("state_bytes", "tier"), [(0, "memory"), (None, "states")])
+def test_second_query_skips_the_vision_tower(setup, monkeypatch, state_bytes, tier) -> None:
+    """Features come from the feature tier; with the state tier on, the keys/values tier serves first."""
     library, spec, reranker, hits = setup
-    service = RerankService(reranker, spec, library.root, RerankOptions(k=5))
+    service = RerankService(reranker, spec, library.root, RerankOptions(k=5, state_cache_bytes=state_bytes))
     first = service.rerank_images(QUERY, hits[:5])
     calls = []
     original = reranker.image_features
     monkeypatch.setattr(reranker, "image_features", lambda images: calls.append(len(images)) or original(images))
     second = service.rerank_images(QUERY, hits[:5])
-    assert calls == [] and service.memory.hits >= 5
+    assert calls == [] and getattr(service, tier).hits >= 5
     assert [h.image_id for h in first] == [h.image_id for h in second]
+    assert [h.score for h in first] == pytest.approx([h.score for h in second], abs=1e-4)
 
 
 def test_disk_cache_round_trip_in_float16(setup) -> None:
@@ -112,6 +115,18 @@ def test_disk_cache_round_trip_in_float16(setup) -> None:
     for hit in scored:
         assert hit.rerank_score == pytest.approx(float(direct[hit.image_id]), abs=2e-2)
     assert cold.memory.misses == 5 and len(cold.memory) == 5
+
+
+def test_a_filled_disk_cache_is_read_without_the_disk_cache_option(setup, monkeypatch) -> None:
+    library, spec, reranker, hits = setup
+    RerankService(reranker, spec, library.root, RerankOptions(disk_cache=True)).precompute(hits[:4])
+    reader = RerankService(reranker, spec, library.root, RerankOptions(k=8, state_cache_bytes=0))
+    with monkeypatch.context() as patch:
+        patch.setattr(reranker, "image_features", lambda images: pytest.fail("the vision tower ran"))
+        assert all(h.rerank_score is not None for h in reader.rerank_images(QUERY, hits[:4], k=4)[:4])
+    files = sorted(reader.disk.folder.glob("*.pt"))
+    reader.rerank_images(QUERY, hits[:12], k=12)  # features past the cached ones are computed...
+    assert sorted(reader.disk.folder.glob("*.pt")) == files  # ...and not written without the option
 
 
 def test_rerank_texts_scores_each_text_against_the_image(setup) -> None:
@@ -175,3 +190,44 @@ def test_a_library_reader_never_reranks_a_photo_swapped_for_a_link(tmp_path: Pat
     assert reranked[-1].image_id == hits[0].image_id and reranked[-1].rerank_score == float("-inf")
     assert all(np.isfinite(h.rerank_score) for h in reranked[:-1])
     library.close()
+
+
+def test_disk_cache_stops_at_its_bound(tmp_path: Path) -> None:
+    one = DiskCache(tmp_path / "probe")
+    assert one.put((0, "h"), torch.ones(100)) and one.used_bytes > 200
+    size = one.used_bytes
+    cache = DiskCache(tmp_path / "bounded", max_bytes=2 * size + 10, spec="blip-itm:/models/x")
+    assert cache.put((1, "a"), torch.ones(100)) and cache.put((2, "b"), torch.ones(100))
+    assert not cache.put((3, "c"), torch.ones(100)) and (3, "c") not in cache
+    assert cache.full and cache.used_bytes <= cache.max_bytes
+    assert (tmp_path / "bounded" / "reranker.txt").read_text() == "blip-itm:/models/x"
+    reopened = DiskCache(tmp_path / "bounded", max_bytes=2 * size + 10)  # counts what is on disk
+    assert reopened.used_bytes == cache.used_bytes and not reopened.put((3, "c"), torch.ones(100))
+
+
+def test_state_tier_is_bounded_by_bytes(setup) -> None:
+    library, spec, reranker, hits = setup
+    state_bytes = reranker.image_states(reranker.image_features([draw(0)]))[0].nbytes
+    service = RerankService(reranker, spec, library.root, RerankOptions(k=6, state_cache_bytes=2 * state_bytes))
+    first = service.rerank_images(QUERY, hits[:6])
+    assert len(service.states) == 2 and service.states.bytes <= 2 * state_bytes
+    again = service.rerank_images(QUERY, hits[:6])  # two from states, four from features: the same scores
+    assert [h.score for h in again] == pytest.approx([h.score for h in first], abs=1e-4)
+    assert service.states.hits == 2
+    off = RerankService(reranker, spec, library.root, RerankOptions(k=6, state_cache_bytes=0))
+    off.rerank_images(QUERY, hits[:6])
+    assert len(off.states) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("800", 800), ("500M", 500 * 10**6), ("2G", 2 * 10**9), ("1.5GiB", int(1.5 * 2**30)), ("3 kb", 3000)],
+)
+def test_sizes_parse(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "-1G", "lots", "2X", "1e9"])
+def test_a_bad_size_is_named(text: str) -> None:
+    with pytest.raises(ConfigError, match="is not a number of bytes"):
+        parse_size(text)

@@ -42,7 +42,7 @@ def _found(library: Library, word: str) -> bool:
 def test_model_suggestions_replace_their_own_but_never_a_persons(library: Library) -> None:
     with library.session() as session:
         suggest_tags(session, 1, [("Beach", 0.9), ("dog", 0.4)], "zero-shot")
-    assert _names(library) == {"beach": "suggested", "dog": "suggested"}
+    assert _names(library) == {"Beach": "suggested", "dog": "suggested"}  # as the vocabulary spells it
     with library.session() as session:
         set_tag_state(session, 1, "dog", "confirmed")
         set_tag_state(session, 1, "beach", "rejected")

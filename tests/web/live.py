@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,9 +12,13 @@ from pixsearch.web.server import make_server
 
 
 @contextmanager
-def live_server(settings: Settings, options: Any, **kwargs: Any) -> Iterator[int]:
-    """Serve until the block ends; yields the port."""
+def live_server(
+    settings: Settings, options: Any, prepare: Callable[[Any], object] | None = None, **kwargs: Any
+) -> Iterator[int]:
+    """Serve until the block ends; yields the port. `prepare(app)` runs before the server starts."""
     server = make_server(settings, options, port=0, **{"log_level": "warning", **kwargs})
+    if prepare is not None:
+        prepare(server.config.app)
     server.config.install_signal_handlers = False  # not the main thread
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

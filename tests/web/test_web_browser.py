@@ -170,3 +170,58 @@ def test_check_a_statement_and_edit_tags(browser, server_url: str, tmp_path: Pat
     driver.find_element(By.CSS_SELECTOR, '#tags li[data-name="sunny day"] button[title="remove"]').click()
     wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '#tags li[data-name="sunny day"]'))
     assert driver.find_element(By.ID, "tag-error").get_attribute("hidden") is not None
+
+
+def test_results_show_at_once_then_reorder_in_place_when_the_rerank_arrives(
+    browser, fresh_library: Path, tiny_blip_dirs, tmp_path: Path
+) -> None:
+    """Two states: first-stage results with "Reranking…" while the reranker works (held here by a gate,
+    not a sleep), then the same cells reordered as the reranker answered."""
+    import functools
+    import threading
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from pixsearch.models import Role, create
+    from pixsearch.photos import load_photo
+    from pixsearch.rerank import Fusion, RerankOptions, RerankService
+    from pixsearch.storage import Library
+
+    spec = f"blip-itm:{tiny_blip_dirs['itm']}"
+    library = Library.open(fresh_library)
+    options = RerankOptions(k=8, fusion=Fusion.ITM)
+    service = RerankService(
+        create(spec, Role.RERANKER), spec, fresh_library, options, functools.partial(load_photo, library)
+    )
+    gate, answered = threading.Event(), []
+
+    def held_rerank(query, hits):
+        assert gate.wait(120), "the test never let the rerank finish"
+        reranked = service.rerank_images(query, hits)
+        answered.append([hit.image_id for hit in reranked])
+        return reranked
+
+    web = WebOptions(cutoff_z=None, duplicate_threshold=None, keyword_weight=0.0)
+    driver, wait = browser, WebDriverWait(browser, 60)
+    with live_server(Settings(library=fresh_library), web, rerank_hook=held_rerank) as port:
+        try:
+            driver.get(f"http://127.0.0.1:{port}/?q=a+red+circle&k=12&rerank=true")
+            wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, "#results li.result img")))
+            status = driver.find_element(By.ID, "rerank-status")
+            grid = driver.find_element(By.ID, "results")
+            first_stage = [int(cell.get_attribute("data-id")) for cell in grid.find_elements(By.CSS_SELECTOR, "li")]
+            assert len(first_stage) == 12 and status.is_displayed() and "Reranking" in status.text
+            assert grid.get_attribute("data-reranked") is None and not answered
+            _save(driver, "tiny-search-reranking.png", tmp_path)
+            gate.set()
+            wait.until(lambda d: grid.get_attribute("data-reranked") == "true" or "Not reranked" in status.text)
+        finally:
+            gate.set()
+        assert status.text == "Reranked", status.text
+        reordered = [int(cell.get_attribute("data-id")) for cell in grid.find_elements(By.CSS_SELECTOR, "li")]
+        assert reordered == answered[0] and reordered != first_stage
+        assert driver.find_element(By.ID, "summary").text.endswith(", reranked")
+        _save(driver, "tiny-search-reranked.png", tmp_path)
+    library.close()

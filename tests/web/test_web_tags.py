@@ -42,15 +42,15 @@ def test_add_confirm_remove_round_trip(make_client, tagged, image_ids) -> None:
     url = f"/api/images/{image_id}/tags"
     auth = {"X-API-Key": KEY}
     added = client.post(url, json={"name": " Holiday  2020 "}, headers=auth).json()["tags"]
-    assert added[0] == {"tag": "holiday 2020", "score": None, "source": "person", "state": "confirmed"}
+    assert added[0] == {"tag": "Holiday 2020", "score": None, "source": "person", "state": "confirmed"}
     confirmed = client.post(url, json={"name": "red", "action": "confirm"}, headers=auth).json()["tags"]
     assert {t["tag"]: t["state"] for t in confirmed} == {
-        "holiday 2020": "confirmed",
+        "Holiday 2020": "confirmed",
         "red": "confirmed",
         "circle": "suggested",
     }
     left = client.delete(f"{url}/circle", headers=auth).json()["tags"]
-    assert [t["tag"] for t in left] == ["red", "holiday 2020"] or [t["tag"] for t in left] == ["holiday 2020", "red"]
+    assert sorted(t["tag"] for t in left) == ["Holiday 2020", "red"]
     # a later model run neither re-adds the removed tag nor overwrites the confirmed one
     library = Library.open(tagged)
     with library.session() as session:

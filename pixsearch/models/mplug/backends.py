@@ -15,10 +15,13 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
+from pixsearch.errors import ConfigError
 from pixsearch.models.embedding import to_embedding
 from pixsearch.models.hub import resolve_source
+from pixsearch.models.image_state import ImageState, score_items, states_in_chunks
 from pixsearch.models.mplug.config import CAPTION, REQUIRED_FILES, RETRIEVAL, VQA, MplugConfig, read_config
 from pixsearch.models.mplug.generation import DecodeSettings, Hypothesis, beam_search, greedy_search
+from pixsearch.models.mplug.itm import MplugImageState, MplugItmPass
 from pixsearch.models.mplug.loading import load_model
 from pixsearch.models.mplug.modeling import RUN_PARTS, MplugModel
 from pixsearch.models.mplug.processor import image_transform, pixels_of
@@ -179,9 +182,25 @@ class MplugDualEncoder(_MplugBackend):
 
 class MplugItmReranker(_MplugBackend):
     """mPLUG's ITM head. Image features are the image embeddings after visn_fc/visn_layer_norm,
-    one CPU tensor [1 + patches, hidden] per image, so the vision tower runs once per image."""
+    one CPU tensor [1 + patches, hidden] per image, so the vision tower runs once per image; image
+    states (`MplugImageState`: the fusion layers' image-side projections up to the first joint layer)
+    spare those too. Scoring runs `MplugItmPass`: every candidate of a batch in one pass."""
 
     parts = RUN_PARTS["itm"]
+
+    def __init__(self, spec: ModelSpec, options: ModelOptions) -> None:
+        super().__init__(spec, options)
+        self._pass: MplugItmPass | None = None
+
+    def close(self) -> None:
+        super().close()
+        self._pass = None
+
+    @property
+    def itm_pass(self) -> MplugItmPass:
+        if self._pass is None:
+            self._pass = MplugItmPass(self.model)
+        return self._pass
 
     def image_features(self, images: Sequence[Image.Image]) -> list[Any]:
         features: list[Any] = []
@@ -192,8 +211,30 @@ class MplugItmReranker(_MplugBackend):
                 features.extend(embed.clone() for embed in embeds.unbind(0))
         return features
 
+    def image_states(self, features: Sequence[Any]) -> list[MplugImageState]:
+        """The query-independent fusion projections of each image (see `MplugImageState`)."""
+        return states_in_chunks(features, BATCH, lambda chunk: self.itm_pass.states(self._stack(chunk)))
+
+    def score_items(
+        self, query: str, items: Sequence[Any], keep: bool = False
+    ) -> tuple[Scores, list[ImageState | None]]:
+        """ITM match logits of `query` against images given as features or states (see `image_state.score_items`)."""
+        model, itm = self.model, self.itm_pass
+        ids, mask = self.tokenizer.encode([query])
+        with torch.inference_mode():
+            text, mask = model.text_hidden(ids, mask), mask.to(model.device)
+            return score_items(
+                items,
+                MplugImageState,
+                lambda features, own: itm.states(self._stack(features), own),
+                lambda states: itm.logits(text, mask, states)[:, ITM_MATCH],
+                BATCH,
+                keep,
+            )
+
     def pair_logits(self, query: str, features: Sequence[Any]) -> npt.NDArray[np.float32]:
-        """ITM logits float32[k, 2] of (no match, match) for the query against each image's features."""
+        """ITM logits float32[k, 2] of (no match, match) for the query against each image's features
+        (`MplugModel.itm_logits`, the reference path; `score_items` computes the same faster)."""
         if not features:
             return np.zeros((0, 2), dtype=np.float32)
         model = self.model
@@ -202,17 +243,24 @@ class MplugItmReranker(_MplugBackend):
         with torch.inference_mode():
             text = model.text_hidden(ids, mask)
             for start in range(0, len(features), BATCH):
-                images = torch.stack(list(features[start : start + BATCH])).to(model.device, model.dtype)
+                images = self._stack(features[start : start + BATCH])
                 n = images.shape[0]
                 pair = model.itm_logits(images, text.expand(n, -1, -1), mask.expand(n, -1))
                 logits.append(pair.float().cpu())
         return torch.cat(logits).numpy()
 
     def score_features(self, query: str, features: Sequence[Any]) -> Scores:
-        return np.ascontiguousarray(self.pair_logits(query, features)[:, ITM_MATCH], dtype=np.float32)
+        return np.ascontiguousarray(self.score_items(query, features)[0], dtype=np.float32)
 
     def score(self, query: str, images: Sequence[Image.Image]) -> Scores:
         return self.score_features(query, self.image_features(images))
+
+    def _stack(self, features: Sequence[Any]) -> torch.Tensor:
+        shapes = {tuple(torch.as_tensor(f).shape) for f in features}
+        if len(shapes) != 1:
+            raise ConfigError(f"model {self.spec}: image features of different shapes {sorted(shapes)}")
+        model = self.model
+        return torch.stack([torch.as_tensor(f) for f in features]).to(model.device, model.dtype)
 
 
 class MplugAnswerer(_MplugBackend):

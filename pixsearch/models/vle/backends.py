@@ -16,10 +16,12 @@ from torch import nn
 
 from pixsearch.errors import ConfigError
 from pixsearch.models.hub import resolve_source
+from pixsearch.models.image_state import ImageState, score_items, states_in_chunks
 from pixsearch.models.roles import Scores
 from pixsearch.models.runtime import resolve_device, resolve_dtype
 from pixsearch.models.spec import ModelOptions, ModelSpec
 from pixsearch.models.vle.heads import Head
+from pixsearch.models.vle.itm import VleImageState, VleItmPass
 from pixsearch.models.vle.processor import VleProcessor
 from pixsearch.models.vle.weights import LoadReport, load_vle
 
@@ -79,9 +81,22 @@ class _VleBackend:
 
 
 class VleItmReranker(_VleBackend):
-    """Reranker: the ITM logit of the match class; the vision tower output is the cacheable image side."""
+    """Reranker: the ITM logit of the match class. The vision tower output is the cacheable image side,
+    and below it the image state (`VleImageState`: what the first co-attention layer does with the image
+    alone); scoring runs `VleItmPass`, every candidate of a batch in one pass."""
 
     head = Head.ITM
+    _pass: VleItmPass | None = None
+
+    def close(self) -> None:
+        super().close()
+        self._pass = None
+
+    @property
+    def itm_pass(self) -> VleItmPass:
+        if self._pass is None:
+            self._pass = VleItmPass(self.model)
+        return self._pass
 
     def image_features(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
         """-> one CPU tensor [1 + patches, vision_hidden] per image (the post-layernorm vision tower output)."""
@@ -93,30 +108,42 @@ class VleItmReranker(_VleBackend):
                 features.extend(row.to("cpu").clone() for row in batch)
         return features
 
-    def score_features(self, query: str, features: Sequence[Any]) -> Scores:
-        """-> float32[k], the ITM match logit of `query` against each cached image feature."""
-        if not features:
-            return np.zeros(0, dtype=np.float32)
-        shapes = {tuple(f.shape) for f in features}
-        if len(shapes) != 1:
-            raise ValueError(f"VLE image features of different shapes cannot be scored together: {sorted(shapes)}")
-        model = self.model
+    def image_states(self, features: Sequence[Any]) -> list[VleImageState]:
+        """The first co-attention layer's image-only work per image (see `VleImageState`)."""
+        return states_in_chunks(features, BATCH, lambda chunk: self.itm_pass.states(self._stack(chunk)))
+
+    def score_items(
+        self, query: str, items: Sequence[Any], keep: bool = False
+    ) -> tuple[Scores, list[ImageState | None]]:
+        """ITM match logits of `query` against images given as features or states (see `image_state.score_items`)."""
+        model, itm = self.model, self.itm_pass
         tokens = {k: v.to(self._device) for k, v in self.processor.tokenizer([query]).items()}
-        scores = []
         with torch.inference_mode():
             # the text tower runs once; only the fusion and the head see every candidate
             text = model.vle.get_text_features(tokens["input_ids"], tokens["attention_mask"])
-            for start in range(0, len(features), BATCH):
-                chunk = [torch.as_tensor(f) for f in features[start : start + BATCH]]
-                image = torch.stack(chunk).to(self._device)
-                n = image.shape[0]
-                fused = model.vle.fuse(text.expand(n, -1, -1), tokens["attention_mask"].expand(n, -1), image)
-                scores.append(model.head_logits(fused)[:, ITM_MATCH].float().cpu())
-        return torch.cat(scores).numpy().astype(np.float32, copy=False)
+            return score_items(
+                items,
+                VleImageState,
+                lambda features, own: itm.states(self._stack(features), own),
+                lambda states: itm.logits(text, tokens["attention_mask"], states)[:, ITM_MATCH],
+                BATCH,
+                keep,
+            )
+
+    def score_features(self, query: str, features: Sequence[Any]) -> Scores:
+        """-> float32[k], the ITM match logit of `query` against each cached image feature."""
+        return np.ascontiguousarray(self.score_items(query, features)[0], dtype=np.float32)
 
     def score(self, query: str, images: Sequence[Image.Image]) -> Scores:
         """-> float32[k], the ITM match logit of `query` against each image."""
         return self.score_features(query, self.image_features(images))
+
+    def _stack(self, features: Sequence[Any]) -> torch.Tensor:
+        shapes = {tuple(torch.as_tensor(f).shape) for f in features}
+        if len(shapes) != 1:
+            raise ValueError(f"VLE image features of different shapes cannot be scored together: {sorted(shapes)}")
+        dtype = self.model.vle.image_projection_layer.weight.dtype
+        return torch.stack([torch.as_tensor(f) for f in features]).to(self._device, dtype)
 
 
 class VleAnswerer(_VleBackend):

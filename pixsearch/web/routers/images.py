@@ -24,6 +24,7 @@ from pixsearch.web.captions import MODEL, USER
 from pixsearch.web.context import WebContext
 from pixsearch.web.deps import ApiKeyDep, ContextDep, ImageRowDep, check_write, may_write
 from pixsearch.web.models import RoleNotConfigured
+from pixsearch.web.openapi import binary_content
 from pixsearch.web.querying import WebQuery, run_query
 from pixsearch.web.responses import OpenFileResponse, content_disposition
 from pixsearch.web.schemas import (
@@ -95,7 +96,7 @@ def get_image(
 @router.get(
     "/{image_id}/thumbnail",
     response_class=Response,
-    responses={**NOT_FOUND, 200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
+    responses={**NOT_FOUND, 200: binary_content("image/jpeg", description="a JPEG")},
 )
 def image_thumbnail(
     context: ContextDep,
@@ -114,10 +115,10 @@ def image_thumbnail(
     response_class=Response,
     responses={
         **NOT_FOUND,
-        200: {
-            "content": {kind: {} for kind in sorted(_INLINE_TYPES | {"application/octet-stream"})},
-            "description": "the file; a format a browser would not show as a picture comes as a download",
-        },
+        200: binary_content(
+            *sorted(_INLINE_TYPES | {"application/octet-stream"}),
+            description="the file; a format a browser would not show as a picture comes as a download",
+        ),
     },
 )
 def image_file(context: ContextDep, row: ImageRowDep) -> Response:
@@ -232,7 +233,10 @@ async def image_entail(context: ContextDep, row: ImageRowDep, body: EntailCreate
 @router.get(
     "/{image_id}/heatmap",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, **MODEL_ERRORS},
+    responses={
+        200: binary_content("image/png", description="a PNG: the photo, matching patches in red"),
+        **MODEL_ERRORS,
+    },
 )
 async def image_heatmap(
     context: ContextDep,

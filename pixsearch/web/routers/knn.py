@@ -2,27 +2,37 @@
 
 Its clients post JSON without a JSON content type (`requests.post(data=json.dumps(...))`, and the
 front end's `fetch` with a string body), so the body is read and parsed here whatever the type.
+Its front end runs on another origin: allow that origin with PIXSEARCH_CORS_ORIGINS.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from pixsearch.errors import ConfigError
 from pixsearch.web.context import WebContext
-from pixsearch.web.deps import MAX_ID, ContextDep
-from pixsearch.web.knn_query import knn_vector, search_images, search_texts
-from pixsearch.web.schemas import ErrorPublic, KnnRequest, KnnResult
+from pixsearch.web.deps import ContextDep
+from pixsearch.web.knn_query import INDEX_NAME, KnnHit, check_index_name, knn_vector, nearest, texts_of
+from pixsearch.web.openapi import json_body
+from pixsearch.web.schemas import (
+    ErrorPublic,
+    KnnRequest,
+    KnnResult,
+    Metadata,
+    MetadataRequest,
+    MetadataResult,
+)
 
 router = APIRouter(tags=["clip-retrieval"])
 
-INDEX_NAME = "pixsearch"
+BAD_BODY = {"model": ErrorPublic, "description": "the body is not a JSON object"}
+BAD_INDEX = {"model": ErrorPublic, "description": "indice_name names no index of this server"}
 
 
 def _json_body(raw: bytes, model: type[BaseModel]) -> Any:
@@ -44,44 +54,49 @@ def _image_url(request: Request, image_id: int) -> str:
     return f"{request.url_for('image_thumbnail', image_id=image_id)}?size=large"
 
 
+def _image_metadata(context: WebContext, request: Request, image_ids: list[int]) -> dict[int, Metadata]:
+    """Caption (when there is one) and image URL of the photos that exist, by id."""
+    rows = context.image_rows(image_ids)
+    captions = context.captions.texts(list(rows.values()), context.options.captioner)
+    return {image_id: Metadata(caption=captions.get(image_id), url=_image_url(request, image_id)) for image_id in rows}
+
+
 def _answer(context: WebContext, request: Request, query: KnnRequest) -> list[KnnResult]:
-    vector = knn_vector(context, query)
+    check_index_name(query.indice_name)
+    hits = nearest(context, knn_vector(context, query, str(request.base_url)), query)
+    described: list[KnnHit] = hits[: query.num_images]
     if query.modality == "text":
-        hits = search_texts(context, vector, query)
-        return [KnnResult(id=hit.text_id, similarity=hit.score, caption=hit.text) for hit in hits]
-    hits = search_images(context, vector, query)
-    rows = context.image_rows([hit.image_id for hit in hits])
+        texts = texts_of(context, [hit.id for hit in described])
+        return [KnnResult(id=hit.id, similarity=hit.similarity, caption=texts.get(hit.id)) for hit in described]
+    metadata = _image_metadata(context, request, [hit.id for hit in described])
     results = []
-    for hit in hits:
-        caption = context.caption(rows[hit.image_id]) if hit.image_id in rows else None
-        results.append(
-            KnnResult(
-                id=hit.image_id,
-                similarity=hit.score,
-                caption=caption.text if caption else None,
-                url=_image_url(request, hit.image_id),
-            )
-        )
+    for number, hit in enumerate(hits):
+        meta = metadata.get(hit.id) if number < query.num_images else None
+        fields = meta.model_dump(exclude_none=True) if meta else {}
+        results.append(KnnResult(id=hit.id, similarity=hit.similarity, **fields))
     return results
 
 
 @router.post(
     "/knn-service",
     response_model=list[KnnResult],
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": KnnRequest.model_json_schema()}}}
-    },
+    response_model_exclude_none=True,
+    openapi_extra=json_body(KnnRequest),
     responses={
-        400: {"model": ErrorPublic, "description": "no query or several, bad base64, bad embedding"},
-        403: {"model": ErrorPublic, "description": "image_url sent while fetching URLs is off"},
+        400: {"model": ErrorPublic, "description": "no query or several, bad base64, bad embedding, not JSON"},
+        403: {"model": ErrorPublic, "description": "image_url of another server, while fetching URLs is off"},
+        404: {"model": ErrorPublic, "description": "indice_name names no index, or image_url no photo, here"},
+        409: {"model": ErrorPublic, "description": "nothing of that modality indexed yet"},
+        413: {"model": ErrorPublic, "description": "the image is over the upload limit"},
         422: {"model": ErrorPublic, "description": "a field of the wrong type, or the image does not decode"},
     },
 )
 async def knn_service(request: Request, context: ContextDep) -> list[KnnResult]:
-    """Nearest neighbours of a text, an image (base64) or an embedding, in clip-retrieval's shape.
+    """Nearest neighbours of a text, an image (base64 or URL) or an embedding, in clip-retrieval's shape.
 
-    `modality` "image" searches the photos (`url` is a JPEG of the photo, `caption` its stored caption);
-    "text" searches the library's text collections (`caption` is the text).
+    `modality` "image" searches the photos: `num_result_ids` hits, the first `num_images` with `url`
+    (a JPEG of the photo) and `caption` (its stored caption, when it has one); `/metadata` gives the
+    rest. "text" searches the library's text collections: `num_images` hits, `caption` is the text.
     """
     query = _json_body(await request.body(), KnnRequest)
     return await run_in_threadpool(_answer, context, request, query)
@@ -93,41 +108,17 @@ def indices_list() -> list[str]:
     return [INDEX_NAME]
 
 
-class MetadataRequest(BaseModel):
-    ids: Annotated[list[Annotated[int, Field(ge=0, le=MAX_ID)]], Field(max_length=1000)]
-    indice_name: str | None = None
-
-
-class MetadataResult(BaseModel):
-    id: int
-    metadata: dict[str, str | None]
-
-
 @router.post(
     "/metadata",
     response_model=list[MetadataResult],
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": MetadataRequest.model_json_schema()}},
-        }
-    },
-    responses={
-        400: {"model": ErrorPublic, "description": "the body is not a JSON object"},
-        422: {"model": ErrorPublic, "description": "ids missing or not a list of image ids"},
-    },
+    response_model_exclude_none=True,
+    openapi_extra=json_body(MetadataRequest),
+    responses={400: BAD_BODY, 404: BAD_INDEX, 422: {"model": ErrorPublic, "description": "ids not a list of ids"}},
 )
 async def metadata(request: Request, context: ContextDep) -> list[MetadataResult]:
-    """Caption and image URL of image ids, as clip-retrieval's front end asks for them."""
+    """Caption and image URL of photos by id, as clip-retrieval's front end asks for the hits past the
+    first page (ids of no photo are left out)."""
     query = _json_body(await request.body(), MetadataRequest)
-    rows = await run_in_threadpool(context.image_rows, query.ids)
-    results = []
-    for image_id in query.ids:
-        row = rows.get(image_id)
-        if row is not None:
-            caption = context.caption(row)
-            url = _image_url(request, image_id)
-            results.append(
-                MetadataResult(id=image_id, metadata={"caption": caption.text if caption else None, "url": url})
-            )
-    return results
+    check_index_name(query.indice_name)
+    found = await run_in_threadpool(_image_metadata, context, request, query.ids)
+    return [MetadataResult(id=image_id, metadata=found[image_id]) for image_id in query.ids if image_id in found]

@@ -60,7 +60,8 @@ def search_page(
             if like is not None:
                 page["like"] = hit_like(request, context, like)
             vector = context.query_vectors.get(qid) if qid else None
-            query = WebQuery(text=q, like=like, vector=vector, k=k, offset=offset, rerank=rerank)
+            # the page shows first-stage results at once; its script asks for the rerank (POST /api/rerank)
+            query = WebQuery(text=q, like=like, vector=vector, k=k, offset=offset, rerank=rerank, defer_rerank=True)
             page.update(_results(request, query, run_query(context, query)))
         except CLIENT_ERRORS as error:
             status = status_of(error)
@@ -94,6 +95,8 @@ def _results(request: Request, query: WebQuery, results: WebResults) -> dict[str
         "best_score": results.best_score,
         "notes": results.notes,
         "reranked": results.reranked,
+        "rerank_token": results.rerank_token,
+        "rerank_url": str(request.url_for("rerank").path),
         "prev_url": prev_url,
         "next_url": next_url,
     }

@@ -18,6 +18,10 @@ from pixsearch.web.schemas import ErrorPublic, PlainText, SearchPublic, hit_publ
 router = APIRouter(prefix="/api", tags=["search"])
 
 MAX_OFFSET = 100_000
+DEFER = (
+    "with rerank: answer at once with the first-stage order and a rerank_token; POST /api/rerank then "
+    "answers the same photos reranked (no waiting for the reranker before seeing results)"
+)
 MAX_QUERY_CHARS = 500
 
 ERRORS = {
@@ -60,6 +64,7 @@ def search_public(request: Request, query: WebQuery, results: WebResults, min_sc
         min_score=min_score,
         next_offset=query.offset + query.k if results.more else None,
         notes=results.notes,
+        rerank_token=results.rerank_token,
     )
 
 
@@ -72,9 +77,10 @@ def search(
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     rerank: Annotated[bool, Query(description="rerank with the cross-attention model, when configured")] = False,
+    defer_rerank: Annotated[bool, Query(description=DEFER)] = False,
 ) -> SearchPublic:
     """Photos matching words (`q`), or photos like a stored one (`like`), best first."""
-    query = WebQuery(text=q, like=like, k=k, offset=offset, rerank=rerank)
+    query = WebQuery(text=q, like=like, k=k, offset=offset, rerank=rerank, defer_rerank=defer_rerank)
     return search_public(request, query, run_query(context, query), context.options.min_score)
 
 
@@ -87,9 +93,10 @@ async def search_upload(
     k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
     offset: Annotated[int, Form(ge=0, le=MAX_OFFSET)] = 0,
     rerank: Annotated[bool, Form()] = False,
+    defer_rerank: Annotated[bool, Form(description=DEFER)] = False,
 ) -> SearchPublic:
     """Photos matching words, a photo, or both (multipart form)."""
     photo = await read_upload(context, image)
-    query = WebQuery(text=text, image=photo, k=k, offset=offset, rerank=rerank)
+    query = WebQuery(text=text, image=photo, k=k, offset=offset, rerank=rerank, defer_rerank=defer_rerank)
     results = await run_in_threadpool(run_query, context, query)
     return search_public(request, query, results, context.options.min_score)

@@ -1,5 +1,5 @@
-// Light progressive enhancement: drag-and-drop on the search page; caption, questions, statements and tag
-// editing on a result page.
+// Light progressive enhancement: drag-and-drop and the deferred rerank on the search page; caption, questions,
+// statements and tag editing on a result page.
 "use strict";
 
 function setupDrop() {
@@ -185,6 +185,36 @@ function setupHeatmap() {
   });
 }
 
+// First-stage results are on the page already; ask for their rerank and reorder the same cells in place.
+async function setupRerank() {
+  const grid = document.getElementById("results");
+  const status = document.getElementById("rerank-status");
+  if (!grid || !status || !grid.dataset.rerankToken) return;
+  try {
+    const data = await postJson(grid.dataset.rerankUrl, { token: grid.dataset.rerankToken });
+    const cells = new Map([...grid.children].map((cell) => [cell.dataset.id, cell]));
+    for (const hit of data.hits) {
+      const cell = cells.get(String(hit.id));
+      if (!cell) continue;
+      const score = cell.querySelector(".score");
+      if (score && hit.rerank_score !== null && hit.ranking_score !== null) {
+        score.textContent = hit.ranking_score.toFixed(3);
+        score.title = "reranked score, which orders the results; similarity " + hit.first_stage_score.toFixed(3) +
+          ", reranker " + hit.rerank_score.toFixed(3);
+      }
+      grid.append(cell); // appending a cell that is already in the grid moves it: the grid takes the new order
+    }
+    grid.dataset.reranked = "true";
+    status.textContent = "Reranked";
+    status.className = "rerank-status reranked";
+    const summary = document.getElementById("summary");
+    if (summary && !summary.textContent.endsWith("reranked")) summary.textContent += ", reranked";
+  } catch (error) {
+    status.textContent = "Not reranked: " + error.message;
+    status.className = "rerank-status error";
+  }
+}
+
 const KEY_STORE = "pixsearch-api-key";
 
 function setupTags() {
@@ -249,6 +279,7 @@ function setupTags() {
 
 document.addEventListener("DOMContentLoaded", () => {
   setupDrop();
+  setupRerank();
   fillCaption();
   setupAsk();
   setupEntail();
