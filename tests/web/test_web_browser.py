@@ -165,10 +165,10 @@ def test_check_a_statement_and_edit_tags(browser, server_url: str, tmp_path: Pat
     driver.find_element(By.ID, "api-key").send_keys(API_KEY)
     driver.find_element(By.ID, "new-tag").send_keys("Sunny Day")
     driver.find_element(By.ID, "add-tag").click()
-    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, '#tags li.confirmed[data-name="sunny day"]')))
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, '#tags li.confirmed[data-name="Sunny Day"]')))
     _save(driver, "result-page-tags.png", tmp_path)
-    driver.find_element(By.CSS_SELECTOR, '#tags li[data-name="sunny day"] button[title="remove"]').click()
-    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '#tags li[data-name="sunny day"]'))
+    driver.find_element(By.CSS_SELECTOR, '#tags li[data-name="Sunny Day"] button[title="remove"]').click()
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '#tags li[data-name="Sunny Day"]'))
     assert driver.find_element(By.ID, "tag-error").get_attribute("hidden") is not None
 
 
