@@ -13,11 +13,14 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pixsearch.errors import LibraryBusyError
 
 LOCK_NAME = "writer.lock"
+SCHEMA_LOCK_NAME = "schema.lock"
 
 
 class WriterLock:
@@ -77,6 +80,19 @@ class WriterLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
                 os.close(self._fd)
                 self._fd = None
+
+
+@contextmanager
+def schema_lock(root: Path) -> Iterator[None]:
+    """Held while a process creates or migrates the library's database: two processes opening a new
+    library at once would otherwise both see no tables and both create them (the second fails with
+    "table ... already exists"). Blocks until the other has finished; that takes a moment."""
+    fd = os.open(Path(root) / SCHEMA_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def _holder(fd: int) -> str:
