@@ -351,6 +351,11 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
             else ""
         )
     )
+    if status.waiting_shards:
+        print(
+            f"shards    {status.waiting_shards} from an `index --ray` run not merged yet "
+            f"({status.waiting_shard_bytes / 1e6:.1f} MB): run `pixsearch index` on the folders to merge them"
+        )
     print(f"skipped   {len(status.skipped)}")
     for path, reason in status.skipped:
         print(f"  {path}: {reason}")

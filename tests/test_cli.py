@@ -48,6 +48,11 @@ def test_index_search_status(env: Path, clip_spec: str, capsys: pytest.CaptureFi
     assert status["images"] == 6 and status["image_vectors"] == 6 and status["texts"] == 2
     assert status["model"] == clip_spec and status["index_type"].startswith("flat")
     assert [Path(s["path"]).name for s in status["skipped"]] == ["broken.jpg"]
+    assert status["waiting_shards"] == 0
+    (Path(status["root"]) / "shards").mkdir()
+    (Path(status["root"]) / "shards" / "job-000000.npz").write_bytes(b"x" * 1000)  # left by a killed --ray run
+    assert main(["status"]) == 0
+    assert "shards    1 from an `index --ray` run not merged yet" in capsys.readouterr().out
 
 
 def test_errors_become_exit_codes_with_one_line(env: Path, clip_spec: str, capsys, tiny_siglip_dir) -> None:

@@ -27,11 +27,12 @@ from sqlalchemy.orm import Session
 from pixsearch.atomic import TMP_SUFFIX
 from pixsearch.errors import LibraryError, ModelMismatchError
 from pixsearch.storage.ann import IndexChoice
+from pixsearch.storage.catch_up import Stored, catch_up
 from pixsearch.storage.db import make_engine, session_factory, sqlite_url
-from pixsearch.storage.lock import WriterLock
+from pixsearch.storage.lock import WriterLock, schema_lock
 from pixsearch.storage.migrations import migrate
 from pixsearch.storage.schema import Embedding, ImageRow, Meta, ModelRow, TextEmbedding
-from pixsearch.storage.vector_file import VectorStore, write_vector_file
+from pixsearch.storage.vector_file import VectorStore, arrays_of_rows, write_vector_file
 from pixsearch.storage.vector_index import DIGEST_A, DIGEST_P, IdDigest, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ class Library:
         except OSError as error:
             raise LibraryError(f"cannot create library folder {library.root}: {error.strerror}") from error
         library._engine = make_engine(library.db_url)
-        migrate(library._engine)
+        with schema_lock(library.root):
+            migrate(library._engine)
         library._sessions = session_factory(library._engine)
         return library
 
@@ -274,6 +276,10 @@ class Library:
                 break
             if index.generation == generation and index.dim == model.dim and index.digest() == digest:
                 return index
+            if index.dim == model.dim and self._caught_up(index, kind, model):
+                if persist and self._writer.held:
+                    self.save_index(kind, model.key, index)
+                return index
             log.warning(
                 "index %s (generation %d, %d vectors) disagrees with the database (generation %d, %d vectors): "
                 "rebuilding from stored vectors",
@@ -285,6 +291,22 @@ class Library:
             )
             break
         return self.rebuild_index(kind, model, persist)
+
+    def _caught_up(self, index: VectorIndex, kind: str, model: ModelRow) -> bool:
+        """Bring an index file that lags behind the database up to date in memory (see `catch_up`);
+        False when it cannot be, or the database changed meanwhile (then the caller rebuilds)."""
+        stored = Stored(_VECTOR_TABLES[kind], _OWNER_COLUMNS[kind], model.key)
+        with self.session() as session:
+            # a writer bumps the generation in the transaction that changes the vectors: the same
+            # generation before and after means every read in between saw one state of the database
+            before = self.generation(session, kind, model.key)
+            digest = self.vector_digest(session, kind, model.key)
+            done = catch_up(index, session, stored, digest)
+            after = self.generation(session, kind, model.key)
+        if done and before == after:
+            index.generation = after
+            return True
+        return False
 
     def rebuild_index(self, kind: str, model: ModelRow, persist: bool = True) -> VectorIndex:
         """The index of the stored vectors, of the type the library asks for. With `persist` and the
@@ -322,10 +344,10 @@ class Library:
         for row in session.execute(query).yield_per(size):
             rows.append(row)
             if len(rows) == size:
-                yield _chunk(rows, model.dim)
+                yield arrays_of_rows(rows, model.dim)
                 rows = []
         if rows:
-            yield _chunk(rows, model.dim)
+            yield arrays_of_rows(rows, model.dim)
 
     def save_index(self, kind: str, key: str, index: VectorIndex) -> None:
         """Write an index file, first making it the type the library asks for at its size (an IVF-PQ
@@ -350,13 +372,6 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return info.st_ino, info.st_mtime_ns
-
-
-def _chunk(rows: list, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    owners = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
-    vectors = np.frombuffer(b"".join(row[2] for row in rows), dtype=np.float32).reshape(len(rows), dim)
-    return ids, owners, vectors
 
 
 def _in_memory(dim: int, count: int, chunks) -> VectorStore:

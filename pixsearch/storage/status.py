@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -31,6 +32,8 @@ class LibraryStatus:
     rerank_cache_bytes: int = 0
     rerank_cache_images: int = 0  # feature files, over all rerankers
     rerank_cache_models: list[str] = field(default_factory=list)  # the rerankers with a disk cache
+    waiting_shards: int = 0  # vector shards of an `index --ray` run not merged yet (the next index run merges them)
+    waiting_shard_bytes: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -64,6 +67,12 @@ def library_status(library: Library) -> LibraryStatus:
             status.index_bytes += record["bytes"] if record else 0
             if kind == IMAGES and record:
                 status.index_type, status.index_params = record["description"], record["params"]
+    from pixsearch.indexer import shards  # light: no torch
+
+    # counted, not read: the next `pixsearch index` (under the writer lock) validates and merges them
+    waiting = sorted(shards.folder_of(library.root).glob(f"*{shards.SUFFIX}"))
+    status.waiting_shards = len(waiting)
+    status.waiting_shard_bytes = sum(_size(path) for path in waiting)
     root = library.root / "rerank-cache"
     if root.is_dir():
         files = list(root.rglob("*.pt"))
@@ -72,6 +81,13 @@ def library_status(library: Library) -> LibraryStatus:
         # each reranker's folder names its spec in reranker.txt (rerank.cache.DiskCache)
         status.rerank_cache_models = sorted(f.read_text().strip() for f in root.glob("*/reranker.txt"))
     return status
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # merged by a writer meanwhile
+        return 0
 
 
 def _safe_url(url: str) -> str:

@@ -102,6 +102,14 @@ class _Growing:
         self.size = end
 
 
+def arrays_of_rows(rows: list, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, owners, vectors) of database rows (id, owner, float32 vector bytes)."""
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    owners = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(row[2] for row in rows), dtype=np.float32).reshape(len(rows), dim)
+    return ids, owners, vectors
+
+
 class VectorStore:
     """Vectors by id: a base sorted by id (arrays or a mapped vector file), plus a writer's changes."""
 

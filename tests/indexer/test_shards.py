@@ -24,6 +24,7 @@ from pixsearch.models.preprocess import stack
 from pixsearch.storage import Library
 from pixsearch.storage.library import model_key
 from pixsearch.storage.schema import Embedding, ImageRow
+from pixsearch.storage.status import library_status
 
 
 def _embedded(encoder, paths: list[Path]) -> shards.EmbeddedBatch:
@@ -67,7 +68,10 @@ def test_shards_of_a_killed_run_are_merged_once_even_if_merged_twice(library, en
     later = write_folder(folder, 4, start=10)
     shard = _leave_shard(library, encoder, later[:3])  # the killed run embedded three of the four
     shutil.copy(shard, shard.with_name("job-000001.npz"))  # and the same batch twice (a shard merged twice)
+    waiting = library_status(library)
+    assert (waiting.waiting_shards, waiting.waiting_shard_bytes) == (2, 2 * shard.stat().st_size)
     report = run_index(library, encoder, folder)
+    assert library_status(library).waiting_shards == 0
     assert (report.recovered, report.embedded, report.unchanged) == (3, 1, 6)
     assert sorted(rows(library)) == sorted(str(p) for p in first + later)
     np.testing.assert_allclose(_stored_vector(library, later[0]), _embedded(encoder, [later[0]]).vectors[0], atol=1e-6)

@@ -20,6 +20,7 @@ from pixsearch.search.engine import SearchOptions, hybrid_search
 from pixsearch.storage import IMAGES, Library
 from pixsearch.storage.ann import FLAT, IVFPQ, IndexChoice
 from pixsearch.storage.status import library_status
+from pixsearch.storage.vector_index import VectorIndex
 
 COUNT = 2000
 
@@ -57,6 +58,20 @@ def _library(root: Path, encoder, vectors: np.ndarray, choice: str) -> tuple[Lib
         _store(library, model, vectors, index, 0)
         library.save_index(IMAGES, model.key, index)  # the writer builds the IVF-PQ part here
     return library, model
+
+
+def _copy(tmp_path: Path, ann_library) -> tuple[Library, object]:
+    """A copy of the IVF-PQ library, to change."""
+    source, model = ann_library
+    shutil.copytree(source.root, tmp_path / "copy")
+    return Library.open(tmp_path / "copy"), model
+
+
+def _remove(library: Library, model, index, image_ids: list[int]) -> None:
+    """Photos removed as the indexer removes them (one transaction, generation bumped)."""
+    with library.session() as session:
+        writer.delete_images(session, image_ids, index)
+        index.generation = library.bump_generation(session, IMAGES, model.key)
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +127,11 @@ def test_stale_foreign_truncated_or_missing_files_are_rebuilt(tmp_path: Path, an
     (vectors,) = library.index_dir.glob(f"{path.stem}-*.vectors")
     ids = library.load_index(IMAGES, model).ids()
     with library.session() as session:  # the database moved on; the files did not
-        library.bump_generation(session, IMAGES, model.key)
-    assert library.load_index(IMAGES, model, persist=False).kind == IVFPQ  # rebuilt in memory, as asked for
+        generation = library.bump_generation(session, IMAGES, model.key)
+    assert library.load_index(IMAGES, model, persist=False).kind == IVFPQ  # brought up to date in memory
     with library.writing("test"):
         rebuilt = library.load_index(IMAGES, model)  # ... and saved by a writer
-    assert np.array_equal(rebuilt.ids(), ids) and not vectors.exists()
+    assert np.array_equal(rebuilt.ids(), ids) and VectorIndex.load(path).generation == generation
     (vectors,) = library.index_dir.glob(f"{path.stem}-*.vectors")
     good = vectors.read_bytes()
     vectors.write_bytes(good[:-2048])  # the vector file alone is truncated
@@ -133,16 +148,12 @@ def test_stale_foreign_truncated_or_missing_files_are_rebuilt(tmp_path: Path, an
 
 
 def test_photos_added_and_removed_reach_the_ann_index(tmp_path: Path, ann_library, encoder, data) -> None:
-    source, model = ann_library
-    shutil.copytree(source.root, tmp_path / "copy")
-    library = Library.open(tmp_path / "copy")
+    library, model = _copy(tmp_path, ann_library)
     fresh = clustered(50, encoder.dim, seed=8).vectors
     with library.writing("test"):
         index = library.load_index(IMAGES, model)
         trained = index.params
-        with library.session() as session:
-            writer.delete_images(session, list(range(1, 101)), index)
-            index.generation = library.bump_generation(session, IMAGES, model.key)
+        _remove(library, model, index, list(range(1, 101)))
         _store(library, model, fresh, index, COUNT)
         library.save_index(IMAGES, model.key, index)
     index = library.load_index(IMAGES, model, persist=False)
@@ -151,6 +162,46 @@ def test_photos_added_and_removed_reach_the_ann_index(tmp_path: Path, ann_librar
     new_ids = [service.vector_to_image(vector, 1)[0].image_id for vector in fresh[:10]]
     assert all(image_id > COUNT for image_id in new_ids)
     assert not {h.image_id for q in data.vectors[:100] for h in service.vector_to_image(q, 3)} & set(range(1, 101))
+
+
+def _stored_digest(library: Library, model):
+    with library.session() as session:
+        return library.vector_digest(session, IMAGES, model.key)
+
+
+def test_a_reader_catches_up_with_a_writer_between_its_saves(tmp_path: Path, ann_library, encoder, data) -> None:
+    """A writer commits batches but writes the index file only every few minutes: a reader meanwhile
+    applies the changes to the file's index in memory (no rebuild, no retraining), and finds them all."""
+    library, model = _copy(tmp_path, ann_library)
+    fresh = clustered(40, encoder.dim, seed=9).vectors
+    with library.writing("test"):
+        index = library.load_index(IMAGES, model)
+        trained, mapped = index.params, index.mapped_file
+        _remove(library, model, index, list(range(1, 51)))
+        _store(library, model, fresh, index, COUNT)  # committed; the index file is not written
+        reader = library.load_index(IMAGES, model, persist=False)
+        assert reader.mapped_file == mapped and reader.params == trained  # the file's index, not a rebuild
+        assert reader.digest() == _stored_digest(library, model) and reader.generation == index.generation
+        service = SearchService(library)
+        assert [service.vector_to_image(v, 1)[0].image_id for v in fresh[:5]] == list(range(COUNT + 1, COUNT + 6))
+        assert not {h.image_id for q in data.vectors[:50] for h in service.vector_to_image(q, 3)} & set(range(1, 51))
+
+
+def test_an_id_given_out_again_is_not_trusted_from_the_file(tmp_path: Path, ann_library, encoder) -> None:
+    """SQLite gives the largest id out again once its row is gone: the file's vector under that id is
+    another photo's, so the reader rebuilds rather than trust the file."""
+    library, model = _copy(tmp_path, ann_library)
+    fresh = clustered(1, encoder.dim, seed=10).vectors
+    with library.writing("test"):
+        index = library.load_index(IMAGES, model)
+        last = int(index.ids().max())
+        _remove(library, model, index, [int(index.owners_of(np.asarray([last]))[0])])
+        _store(library, model, fresh, index, COUNT)
+        assert int(index.ids().max()) == last  # the id came back, under another photo
+        reader = library.load_index(IMAGES, model, persist=False)
+    assert reader.mapped_file is None  # rebuilt from the stored vectors
+    found, vectors = reader.vectors_of(np.asarray([last]))
+    assert found[0] and np.array_equal(vectors[0], fresh[0])
 
 
 def test_the_cli_records_the_index_type_and_status_prints_it(tmp_path: Path, clip_spec: str, capsys, monkeypatch):

@@ -160,3 +160,36 @@ def test_nul_from_a_model_or_a_file_is_stripped_before_storing(pg_url: str, tagg
         assert [i for i, _ in found] == [image_id]
         assert keywords.search(session, keywords.KeywordQuery(any_of=("tri\x00", "angle")), 10)[0][0] == image_id
     library.close()
+
+
+def test_a_reader_catches_up_with_an_index_file_that_lags(pg_url: str, tmp_path: Path, clip_spec: str) -> None:
+    """As on SQLite (tests/storage/test_index_types.py): between a writer's index saves a reader brings
+    the file's index up to date in memory, here with PostgreSQL's ids."""
+    import numpy as np
+
+    from pixsearch.indexer import writer
+    from pixsearch.indexer.decode import Prepared
+
+    write_folder(tmp_path / "photos", 6)
+    library = Library.open(tmp_path / "library", pg_url)
+    encoder = create(clip_spec)
+    Indexer(library, encoder, IndexOptions(workers=0)).run([tmp_path / "photos"])
+    with library.session() as session:
+        model = library.active_model(session)
+    fresh = np.random.default_rng(0).standard_normal((2, model.dim)).astype(np.float32)
+    fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
+    with library.writing("test"):
+        index = library.load_index(IMAGES, model)
+        mapped = index.mapped_file
+        with library.session() as session:
+            writer.delete_images(session, [1], index)
+            index.generation = library.bump_generation(session, IMAGES, model.key)
+        items = [Prepared(f"/new/{i}.jpg", f"{i:064x}", 1, 0.0, 64, 48, None, None, None) for i in range(2)]
+        with library.session() as session:
+            writer.store_embedded(session, items, fresh, model.key, index)
+            index.generation = library.bump_generation(session, IMAGES, model.key)
+        reader = library.load_index(IMAGES, model, persist=False)
+        with library.session() as session:
+            assert reader.digest() == library.vector_digest(session, IMAGES, model.key)
+    assert reader.mapped_file == mapped is not None and len(reader) == 7
+    assert SearchService(library).vector_to_image(fresh[1], 1)[0].path == "/new/1.jpg"

@@ -55,8 +55,8 @@ def test_the_type_follows_the_size_unless_asked_for() -> None:
     assert (choice.kind, choice.nlist, choice.nprobe, str(choice)) == (IVFPQ, 256, 24, "ivfpq:nlist=256,nprobe=24")
     params = choice.ivfpq_params(1_000_000, 512)
     assert (params.nlist, params.m, params.nbits, params.nprobe) == (256, 256, 4, 24)
-    assert (default_nlist(1_000_000), default_m(512), default_m(16)) == (1024, 256, 8)
-    assert IndexChoice.parse("ivfpq").ivfpq_params(1_000_000, 512).nprobe == 128  # an eighth of the cells
+    assert (default_nlist(1_000_000), default_nlist(4000), default_m(512), default_m(16)) == (4096, 100, 256, 8)
+    assert IndexChoice.parse("ivfpq").ivfpq_params(1_000_000, 512).nprobe == 128  # a 32nd of the cells
 
 
 @pytest.mark.parametrize(
