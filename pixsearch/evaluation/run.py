@@ -19,6 +19,7 @@ from pixsearch.imageio import load_image
 from pixsearch.models.ofa.config import ANSWER_RELATION  # the Entailer role's relation of each answer
 from pixsearch.models.roles import Answerer, Captioner, DualEncoder, Entailer, Reranker
 from pixsearch.rerank import Fusion, RerankOptions, RerankService
+from pixsearch.rerank.fusion import fuse
 from pixsearch.search.results import ImageHit, TextHit
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class EvalOptions:
     rerank_k: int = 16
     fusion: Fusion = Fusion.ITM_PLUS_SIMILARITY
     similarity_weight: float = 1.0  # itm+sim: weight of the first-stage similarity (see `rerank.fusion.fuse`)
+    # itm+sim: also report recall at each of these weights, from the same reranker scores (choosing a
+    # weight on held-out pairs: "rerank_sweep" in the results)
+    sweep: tuple[float, ...] = ()
     batch_size: int = 32
     max_pixels: int = 100_000_000
 
@@ -99,14 +103,47 @@ def evaluate_retrieval(
     }
     if reranker is not None:
         service = _service(reranker, options)
-        t2i = _rerank_t2i(service, data, images, similarity, t2i, options, progress)
-        i2t = _rerank_i2t(service, data, images, similarity, i2t, options, progress)
-        result["text_to_image_reranked"] = _named(recall_at_k(t2i, text_truth, options.ks))
-        result["image_to_text_reranked"] = _named(recall_at_k(i2t, image_truth, options.ks))
+        t2i_hits = _rerank_t2i(service, data, images, similarity, t2i, options, progress)
+        i2t_hits = _rerank_i2t(service, data, images, similarity, i2t, options, progress)
+        reranked_t2i = [[hit.image_id for hit in hits] for hits in t2i_hits]
+        reranked_i2t = [[hit.text_id for hit in hits] for hits in i2t_hits]
+        result["text_to_image_reranked"] = _named(recall_at_k(reranked_t2i, text_truth, options.ks))
+        result["image_to_text_reranked"] = _named(recall_at_k(reranked_i2t, image_truth, options.ks))
+        if options.sweep:
+            result["rerank_sweep"] = {
+                f"{weight:g}": {
+                    "text_to_image": _named(
+                        recall_at_k(_fused_again(t2i_hits, t2i, weight, "image_id"), text_truth, options.ks)
+                    ),
+                    "image_to_text": _named(
+                        recall_at_k(_fused_again(i2t_hits, i2t, weight, "text_id"), image_truth, options.ks)
+                    ),
+                }
+                for weight in options.sweep
+            }
         result["rerank_k"] = options.rerank_k
         result["fusion"] = str(options.fusion)
         result["similarity_weight"] = options.similarity_weight
     return result
+
+
+def _fused_again(
+    rankings: list[list[Any]], first_stage: list[list[int]], weight: float, id_field: str
+) -> list[list[int]]:
+    """Rankings of reranked hits fused again at another itm+sim weight: the reranked top (the hits with
+    a rerank score) by ITM score + weight x first-stage score, ties in first-stage order (as the rerank
+    service breaks them: equal captions of two photos tie), then the rest."""
+    out = []
+    for hits, order_before in zip(rankings, first_stage, strict=True):
+        position = {item: rank for rank, item in enumerate(order_before)}
+        top = [hit for hit in hits if hit.rerank_score is not None]
+        rest = [hit for hit in hits if hit.rerank_score is None]
+        top.sort(key=lambda hit: position[getattr(hit, id_field)])
+        itm = np.asarray([hit.rerank_score for hit in top], dtype=np.float32)
+        first = np.asarray([hit.first_stage_score for hit in top], dtype=np.float32)
+        order = np.argsort(-fuse(itm, first, Fusion.ITM_PLUS_SIMILARITY, weight), kind="stable")
+        out.append([getattr(top[i], id_field) for i in order] + [getattr(hit, id_field) for hit in rest])
+    return out
 
 
 def _named(recalls: dict[int, float]) -> dict[str, float]:
@@ -125,23 +162,23 @@ def _service(reranker: tuple[Reranker, str], options: EvalOptions) -> RerankServ
     return RerankService(model, spec, Path(tempfile.gettempdir()), rerank_options)
 
 
-def _rerank_t2i(service, data, images, similarity, rankings, options, progress) -> list[list[int]]:
+def _rerank_t2i(service, data, images, similarity, rankings, options, progress) -> list[list[ImageHit]]:
     out = []
     for i, (pair, ranking) in enumerate(zip(data.pairs, rankings, strict=True)):
         hits = [
             ImageHit(j, str(images[j]), float(similarity[i, j]), 0, 0, content_hash=str(images[j])) for j in ranking
         ]
-        out.append([hit.image_id for hit in service.rerank_images(pair.caption, hits, options.rerank_k)])
+        out.append(service.rerank_images(pair.caption, hits, options.rerank_k))
         progress("rerank text->image", i + 1, len(data.pairs))
     return out
 
 
-def _rerank_i2t(service, data, images, similarity, rankings, options, progress) -> list[list[int]]:
+def _rerank_i2t(service, data, images, similarity, rankings, options, progress) -> list[list[TextHit]]:
     out = []
     for j, (path, ranking) in enumerate(zip(images, rankings, strict=True)):
         hits = [TextHit(i, data.pairs[i].caption, "eval", float(similarity[i, j])) for i in ranking]
         image = load_image(path, options.max_pixels)
-        out.append([hit.text_id for hit in service.rerank_texts(image, hits, options.rerank_k)])
+        out.append(service.rerank_texts(image, hits, options.rerank_k))
         progress("rerank image->text", j + 1, len(images))
     return out
 

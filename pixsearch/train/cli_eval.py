@@ -65,6 +65,7 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
                 fusion=Fusion.parse(args.fusion),
                 similarity_weight=similarity_weight(args.sim_weight, encoder) if args.rerank else 1.0,
                 max_pixels=settings.max_pixels,
+                sweep=_sweep(args, encoder),
             )
             retrieval = evaluate_retrieval(data, encoder, reranker, eval_options, progress)
             retrieval["chance R@1 text_to_image"] = 1 / retrieval["images"]
@@ -80,6 +81,26 @@ def evaluate(args: argparse.Namespace, settings: Settings, bars: Any) -> dict[st
     finally:
         bars.close()
     return results
+
+
+def _sweep(args: argparse.Namespace, encoder: Any) -> tuple[float, ...]:
+    """The weights of --sweep-sim-weights, each checked as --sim-weight is.
+
+    Raises:
+        ConfigError: a weight that is not one, or a sweep without a reranker or with --fusion itm.
+    """
+    text = getattr(args, "sweep_sim_weights", None)
+    if not text:
+        return ()
+    if not args.rerank or args.fusion != "itm+sim":
+        raise ConfigError("--sweep-sim-weights compares itm+sim weights: it needs --rerank and --fusion itm+sim")
+    tokens = [token.strip() for token in text.split(",") if token.strip()]
+    if not tokens:
+        raise ConfigError(f"--sweep-sim-weights {text!r} names no weight")
+    try:
+        return tuple(dict.fromkeys(similarity_weight(token, encoder) for token in tokens))
+    except ConfigError as error:
+        raise ConfigError(f"--sweep-sim-weights: {error}") from None
 
 
 def _answering(
