@@ -30,6 +30,12 @@ class ItmTask(_Task):
     left of a blue square" from "a blue circle left of a red square"; with it, tiny models from
     scratch learn the binding (measured on the synthetic world: twin pairs at chance without,
     about 0.7 with).
+
+    With `image_ranked` > 0 each caption must also out-score, with its own image, `image_ranked` of the
+    images the dual encoder confuses it with (softmax over the match margins): the reranker's job at
+    search time, ordering the dual encoder's top k for a text. A second stage of this kind, at a lower
+    learning rate after a first without it, taught the demo's tiny reranker the relations ("left of")
+    that neither it nor the dual encoder had learned (relation twins 0.58 -> 0.75 on held-out scenes).
     """
 
     def __init__(
@@ -44,11 +50,12 @@ class ItmTask(_Task):
         hard_ramp: int = 1,
         rank_weight: float = 3.0,
         ranked: int = 4,
+        image_ranked: int = 0,
     ) -> None:
         super().__init__(spec, data, batch_size, seed)
         self.negatives = negatives
         self.hard_share = hard_share
-        self.rank_weight, self.ranked = rank_weight, ranked
+        self.rank_weight, self.ranked, self.image_ranked = rank_weight, ranked, image_ranked
         self.hard_from, self.hard_ramp = hard_from, max(1, hard_ramp)
         self.items_per_step = 3 * self.batch_size  # image-text pairs scored per step
         self.draws = NegativeDraws(negatives, len(data))
@@ -81,7 +88,9 @@ class ItmTask(_Task):
         target = torch.arange(n)
         itc = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         ranking = self._ranking(rng, rows, right)
-        return itm + itc if ranking is None else itm + itc + self.rank_weight * ranking
+        loss = itm + itc if ranking is None else itm + itc + self.rank_weight * ranking
+        images = self._image_ranking(rng, captions, right) if self.image_ranked > 0 else None
+        return loss if images is None else loss + images
 
     def _itm(self, ids: torch.Tensor, mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """ITM logits (no match, match) of token rows against image token rows."""
@@ -99,6 +108,30 @@ class ItmTask(_Task):
             tokens["input_ids"], tokens["attention_mask"], vision[picked].repeat_interleave(self.ranked + 1, 0)
         )
         return ranking_loss(logits, len(picked), self.ranked)
+
+    def _image_ranking(
+        self, rng: np.random.Generator, captions: list[str], vision: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Cross-entropy of each caption's own image (`vision`, in caption order) against `image_ranked`
+        of the images the dual encoder confuses the caption with, or None when no caption has any."""
+        m = self.image_ranked
+        picked, others = [], []
+        for j, caption in enumerate(captions):
+            hard = self.draws.hard_images(caption)
+            if hard:
+                picked.append(j)
+                others += [hard[k] for k in rng.choice(len(hard), size=m, replace=len(hard) < m)]
+        if not picked:
+            return None
+        confused = self.model.vision_model(pixel_values=self.pixels[others]).last_hidden_state
+        images = torch.cat([vision[picked].unsqueeze(1), confused.view(len(picked), m, *confused.shape[1:])], 1)
+        tokens = self.tokens([captions[j] for j in picked])
+        logits = self._itm(
+            tokens["input_ids"].repeat_interleave(m + 1, 0),
+            tokens["attention_mask"].repeat_interleave(m + 1, 0),
+            images.flatten(0, 1),
+        )
+        return ranking_loss(logits, len(picked), m)
 
 
 def _pad_cat(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, pad: int) -> torch.Tensor:

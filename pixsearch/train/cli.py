@@ -93,6 +93,13 @@ def _train_parser(parser: argparse.ArgumentParser) -> None:
         help="blip-itm, vle-itm, mplug-itm: captions false of the images (.csv / .jsonl, columns image and "
         "negative), e.g. swapped attributes",
     )
+    parser.add_argument(
+        "--image-ranked",
+        type=int,
+        default=0,
+        help="blip-itm with --miner: also rank each caption's image against this many of the images the miner "
+        "confuses it with (the reranker's job at search time; the demo's reranker uses 3 in a second stage)",
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -121,6 +128,12 @@ def _eval_parser(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="itm+sim: weight of the first-stage similarity: a number, 'logit-scale' (the dual encoder's, so both "
         "terms are logits) or 'auto' (the logit scale where the dual encoder has one, else 1 as LAVIS)",
+    )
+    parser.add_argument(
+        "--sweep-sim-weights",
+        metavar="W,W,...",
+        help="itm+sim: also report recall at each of these weights (numbers or 'logit-scale'), from the same "
+        "reranker scores; run it on a held-out split to choose --sim-weight for search",
     )
     parser.add_argument("--questions", type=Path, help="questions .jsonl for VQA accuracy")
     parser.add_argument("--answerer", metavar="SPEC", help="VQA model")
@@ -204,6 +217,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         miner=args.miner,
         negatives=args.negatives,
+        image_ranked=args.image_ranked,
         options=TrainOptions(
             steps=args.steps, lr=args.lr, checkpoint_every=args.checkpoint_every, resume=not args.no_resume
         ),

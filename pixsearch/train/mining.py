@@ -41,10 +41,14 @@ class NegativeDraws:
             if text not in own:
                 return self.negatives.texts[text]
 
+    def hard_images(self, text: str) -> list[int]:
+        """The mined images most like `text` (a training caption) that it does not describe, best first."""
+        return self.negatives.images_for_text[self._text_ids[text]]
+
     def image(self, rng: np.random.Generator, text: str, image: int, share: float) -> int:
         """An image that `text` (a caption of `image`) does not describe."""
         text_id = self._text_ids[text]
-        hard = self.negatives.images_for_text[text_id]
+        hard = self.hard_images(text)
         if hard and rng.random() < share:
             return hard[rng.integers(len(hard))]
         while True:

@@ -42,6 +42,8 @@ class TrainJob:
     negatives: for blip-itm, vle-itm or mplug-itm, an optional file of captions false of the training
         images (CSV or JSONL with columns image and negative, paths relative to image_root); they teach
         word order.
+    image_ranked: for blip-itm, also rank each caption's image against this many of the images the miner
+        confuses the caption with (0: off; see `blip_tasks.ItmTask`).
     """
 
     backend: str
@@ -57,8 +59,13 @@ class TrainJob:
     miner: str | None = None
     negatives: Path | None = None
     options: TrainOptions = field(default_factory=TrainOptions)
+    image_ranked: int = 0
 
     def check(self) -> None:
+        if self.image_ranked and (self.backend != "blip-itm" or self.image_ranked < 0):
+            raise ConfigError(
+                f"image ranking takes a count >= 0 and trains blip-itm, got {self.image_ranked} for {self.backend}"
+            )
         if self.backend not in TRAINABLE + NATIVE_TRAINABLE:
             known = ", ".join(TRAINABLE + NATIVE_TRAINABLE)
             raise ConfigError(f"pixsearch cannot train {self.backend!r}; it trains {known}")
@@ -163,7 +170,14 @@ def _task(job: TrainJob, spec: ModelSpec, data: TrainData, progress: Progress, m
     negatives = _mined(job, data, progress, model_options)
     steps = job.options.steps
     return ItmTask(
-        spec, data, negatives, job.batch_size, job.seed, hard_from=int(0.3 * steps), hard_ramp=int(0.2 * steps)
+        spec,
+        data,
+        negatives,
+        job.batch_size,
+        job.seed,
+        hard_from=int(0.3 * steps),
+        hard_ramp=int(0.2 * steps),
+        image_ranked=job.image_ranked,
     )
 
 

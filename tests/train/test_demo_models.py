@@ -48,14 +48,14 @@ def test_manifest_states_the_figures_measured_here(figures: dict) -> None:
     assert figures["similarity_weight"] == pytest.approx(manifest["measured"]["similarity_weight"], rel=1e-3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the recipe's tiny reranker (700 steps, ~4 CPU minutes) is weaker than its tiny dual encoder on the "
-    "demo world: with the logit-scale fusion it lowers text->image R@1 (0.642 -> 0.619), and no weight lifts it",
-)
 def test_demo_rerank_settings_lift_text_to_image_recall(figures: dict) -> None:
+    """The demo's reranker at its own settings (the dual encoder's logit scale as the weight) raises
+    text->image R@1 on the held-out test split by more than a few queries' worth, and did so on val,
+    where the recipe was chosen, too."""
     before, after = figures["text_to_image"]["R@1"], figures["text_to_image_reranked"]["R@1"]
-    assert after >= before, f"rerank R@1 {after:.3f} against {before:.3f} without"
+    assert after >= before + 0.02, f"rerank R@1 {after:.3f} against {before:.3f} without"
+    val = recipe.read_manifest()["measured_val"]
+    assert val["text_to_image_reranked"]["R@1"] >= val["text_to_image"]["R@1"] + 0.02
 
 
 def test_manifest_commands_reproduce_the_figures_through_the_cli() -> None:

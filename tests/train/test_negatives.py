@@ -104,8 +104,29 @@ def test_reranker_trains_with_negatives_and_only_the_reranker_takes_them(world: 
         )
     )
     assert report.steps == 3 and np.isfinite(report.final_loss)
+    with pytest.raises(ConfigError, match="image ranking"):
+        run_job(TrainJob("clip", data, tmp_path / "c2", image_ranked=3, **common))
+    # a second stage from the first, each caption's image also ranked against images the miner confuses it with
+    ranked = run_job(
+        TrainJob(
+            "blip-itm", data, tmp_path / "itm2", init=str(tmp_path / "itm"), miner=f"clip:{tmp_path / 'clip'}",
+            image_ranked=3, **common,
+        )
+    )  # fmt: skip
+    assert ranked.steps == 3 and np.isfinite(ranked.final_loss)
+    # one step from the same model, batch and draws: the image ranking adds its cross-entropy to the loss
+    one = dict(common, options=TrainOptions(steps=1, lr=1e-3, warmup=1, checkpoint_every=100))
+    first = {
+        n: run_job(
+            TrainJob("blip-itm", data, tmp_path / f"one{n}", init=str(tmp_path / "itm"), miner=f"clip:{tmp_path / 'clip'}",
+                     image_ranked=n, **one)
+        ).final_loss
+        for n in (0, 3)
+    }  # fmt: skip
+    assert first[3] > first[0]
     image = next((world / "images" / "test").glob("*.png"))
     from PIL import Image
 
-    scores = create(f"blip-itm:{tmp_path / 'itm'}", Role.RERANKER).score("a red circle", [Image.open(image)])
-    assert scores.shape == (1,) and np.isfinite(scores).all()
+    for model in ("itm", "itm2"):
+        scores = create(f"blip-itm:{tmp_path / model}", Role.RERANKER).score("a red circle", [Image.open(image)])
+        assert scores.shape == (1,) and np.isfinite(scores).all()
