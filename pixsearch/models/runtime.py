@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 
 import torch
@@ -14,6 +15,22 @@ from pixsearch.models.spec import ModelOptions
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# what 'auto' means on a CPU: 'auto' (measure, `bf16_is_fast`), '1' (bfloat16) or '0' (float32)
+CPU_BF16 = "PIXSEARCH_CPU_BF16"
+
+
+def cpu_bf16() -> bool:
+    """Whether 'auto' runs models in bfloat16 on the CPU: as $PIXSEARCH_CPU_BF16 says, else as measured.
+
+    Raises:
+        ConfigError: the variable is set to something else than auto, 1 or 0.
+    """
+    setting = os.environ.get(CPU_BF16, "auto").strip().lower()
+    if setting in ("", "auto"):
+        return bf16_is_fast("cpu")
+    if setting not in ("0", "1"):
+        raise ConfigError(f"${CPU_BF16}={setting!r} is not auto (measure), 1 (bfloat16) or 0 (float32)")
+    return setting == "1"
 
 
 @functools.cache
@@ -65,12 +82,13 @@ def resolve_dtype(options: ModelOptions, on_gpu: torch.dtype | None = None) -> t
     """The torch dtype for the weights: the one asked for, or for 'auto':
     on a GPU `on_gpu` where the caller names one (the dual encoders embed in float16: half the memory
     traffic, tensor cores on every CUDA GPU), else bfloat16 where the GPU has it, else float32;
-    on a CPU bfloat16 when a probe measures it faster, else float32."""
+    on a CPU bfloat16 when a probe measures it faster (or $PIXSEARCH_CPU_BF16 says so), else float32."""
     if options.dtype == "auto":
         device = resolve_device(options)
         if device.type == "cuda" and on_gpu is not None:
             return on_gpu
-        return torch.bfloat16 if bf16_is_fast(device.type) else torch.float32
+        fast = cpu_bf16() if device.type == "cpu" else bf16_is_fast(device.type)
+        return torch.bfloat16 if fast else torch.float32
     if options.dtype not in _DTYPES:
         raise ConfigError(f"dtype {options.dtype!r} is not one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[options.dtype]

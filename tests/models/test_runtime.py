@@ -14,7 +14,7 @@ from sqlalchemy import select
 from pixsearch.errors import ConfigError
 from pixsearch.indexer import Indexer, IndexOptions
 from pixsearch.models import ModelOptions, create
-from pixsearch.models.runtime import bf16_is_fast, resolve_device, resolve_dtype
+from pixsearch.models.runtime import CPU_BF16, bf16_is_fast, resolve_device, resolve_dtype
 from pixsearch.storage import Library
 from pixsearch.storage.schema import Embedding, ImageRow
 
@@ -22,7 +22,8 @@ no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees n
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the choice on a machine without CUDA")
-def test_auto_is_the_cpu_without_cuda() -> None:
+def test_auto_is_the_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CPU_BF16)  # the suite pins float32 (conftest.py): measure, as a user's process does
     options = ModelOptions()
     assert (options.device, options.dtype) == ("auto", "auto")
     assert resolve_device(options) == torch.device("cpu")
@@ -30,6 +31,18 @@ def test_auto_is_the_cpu_without_cuda() -> None:
     assert resolve_dtype(options, on_gpu=torch.float16) == cpu_dtype  # float16 is for GPUs only
     with pytest.raises(ConfigError, match="no CUDA device"):
         resolve_device(ModelOptions(device="cuda"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU's choice")
+def test_the_cpu_choice_can_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CPU_BF16, "1")
+    assert resolve_dtype(ModelOptions()) == torch.bfloat16
+    monkeypatch.setenv(CPU_BF16, "0")
+    assert resolve_dtype(ModelOptions()) == torch.float32
+    assert resolve_dtype(ModelOptions(dtype="bfloat16")) == torch.bfloat16  # a named dtype wins
+    monkeypatch.setenv(CPU_BF16, "yes")
+    with pytest.raises(ConfigError, match=r"\$PIXSEARCH_CPU_BF16='yes' is not auto \(measure\), 1"):
+        resolve_dtype(ModelOptions())
 
 
 def test_a_device_that_is_not_one_is_named() -> None:
