@@ -34,7 +34,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("proof")
     data = root / "data"
-    write_dataset(data, SynthOptions(seed=0, train=800, val=0, test=60, image_size=32, twin_fraction=0.5))
+    write_dataset(data, SynthOptions(seed=0, train=800, val=0, test=120, image_size=32, twin_fraction=0.5))
     started = time.perf_counter()
     clip = run_job(
         TrainJob(
@@ -114,7 +114,7 @@ def test_text_to_image_far_above_chance_on_held_out_scenes(world: dict) -> None:
     _record(world, chance=chance, r1_dual=dual, r1_reranked=reranked, r1_itm_only=itm_only, queries=len(queries))
     assert dual >= 15 * chance  # measured about 0.5-0.6 against a chance of ~0.01
     assert reranked >= 15 * chance
-    assert reranked >= dual  # measured 0.670 against 0.636
+    assert reranked >= dual  # measured 0.585 against 0.563 (120 test scenes; 60 gave 0.670 against 0.636)
     # the reranker on its own (ITM logit only, over the dual encoder's top 16) must have learned to match
     assert itm_only >= 8 * chance
 
@@ -140,5 +140,5 @@ def test_reranker_beats_the_dual_encoder_on_swapped_attribute_queries(world: dic
         contrast_r1_dual=dual,
         contrast_r1_reranked=reranked,
     )
-    assert right / len(rows) >= 0.6  # measured 0.68 (colour swaps 0.85, shape 0.75, relation 0.5)
-    assert reranked > dual  # measured 0.571 against 0.536
+    assert right / len(rows) >= 0.6  # measured 0.73 on 138 pairs; on 56 (60 test scenes) 0.68 and, elsewhere, 0.59
+    assert reranked > dual  # measured 0.587 against 0.529 (60 test scenes: 0.571 against 0.536)
