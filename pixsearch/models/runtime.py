@@ -39,8 +39,10 @@ def bf16_is_fast(device: str = "cpu") -> bool:
 
     CPUs with AMX or AVX-512 BF16 run bf16 several times faster; CPUs without them emulate it (on an
     AVX2 EPYC 6x to 100x slower than fp32, by shape). CPU flags do not tell how well a given torch build
-    uses them, so the choice is measured, not assumed: a few 256x256 matmuls, once per process (one
-    bf16 round settles an emulated bf16).
+    uses them, so the choice is measured, not assumed: a few matmuls shaped like a transformer's linear
+    layer (256 tokens x 768 -> 768), once per process (one bf16 round settles an emulated bf16, ~0.2 s).
+    Square 256x256 matmuls were too small for AMX to show: they measured bf16 1.0-1.6x faster (the bar is
+    1.5x) on a machine where it runs such layers 3-4x faster, so processes chose differently.
     """
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -48,8 +50,8 @@ def bf16_is_fast(device: str = "cpu") -> bool:
         return False
     timings = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a = torch.randn(256, 256, dtype=dtype)
-        b = torch.randn(256, 256, dtype=dtype)
+        a = torch.randn(256, 768, dtype=dtype)
+        b = torch.randn(768, 768, dtype=dtype)
         a @ b  # warm-up
         rounds: list[float] = []
         # the fastest round (other processes only ever slow a round down); a 10x slower bf16 round is enough
