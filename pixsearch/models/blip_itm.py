@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pixsearch.models.image_state import ImageState, attend_state, attend_states, merge_heads, split_heads
+from pixsearch.models.image_state import ImageState, attend_state, merge_heads, split_heads
 
 Item = Any  # a vision feature tensor [tokens, width] or a BlipKeyValues
 
@@ -131,12 +131,10 @@ class BlipItmPass:
                 context = F.scaled_dot_product_attention(query, key, value)
             else:
                 context[fresh] = F.scaled_dot_product_attention(query[fresh], key, value)
-        cached = [i for i, item in enumerate(items) if isinstance(item, BlipKeyValues)]
-        if len(items) == 1 and cached:  # one image, several texts
-            kv = items[0].tensors[0][n]
-            context = attend_state(query, kv[0], kv[1])
-        elif cached:
-            kv = [items[i].tensors[0][n] for i in cached]
-            context[cached] = attend_states(query[cached], [s[0] for s in kv], [s[1] for s in kv])
+        for i, item in enumerate(items):
+            if isinstance(item, BlipKeyValues):
+                rows = slice(None) if len(items) == 1 else slice(i, i + 1)
+                kv = item.tensors[0][n]
+                context[rows] = attend_state(query[rows], kv[0], kv[1])
         # the residual broadcasts a text shared by every image over the batch
         return block.output(merge_heads(context), hidden)

@@ -66,30 +66,6 @@ def attend_state(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) ->
     return F.scaled_dot_product_attention(query, key, value)
 
 
-# candidates whose cached keys/values are stacked for one attention call: bounds the transient copy
-# (BLIP-base at 384 px: 16 x 2 x 0.9 MB per layer in bfloat16)
-STACK = 16
-
-
-def attend_states(query: torch.Tensor, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> torch.Tensor:
-    """SDPA of query [1 or n, heads, L, d] over each of n images' keys and values [heads, T, d]: row i
-    (or the one shared row) attends to image i, the images batched a few at a time. One call over a
-    stack beats n small calls several-fold: CPU attention kernels are slow on 16 query rows.
-
-    Returns:
-        [n, heads, L, d].
-    """
-    count = len(keys)
-    if query.shape[0] not in (1, count):
-        raise ValueError(f"{query.shape[0]} query rows for {count} images: give one row, or one per image")
-    out = []
-    for start in range(0, count, STACK):
-        key, value = torch.stack(list(keys[start : start + STACK])), torch.stack(list(values[start : start + STACK]))
-        rows = query if query.shape[0] == 1 else query[start : start + STACK]
-        out.append(F.scaled_dot_product_attention(rows.expand(key.shape[0], -1, -1, -1), key, value))
-    return torch.cat(out)
-
-
 def score_items(
     items: Sequence[Any],
     state_type: type[ImageState],

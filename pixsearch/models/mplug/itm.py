@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pixsearch.models.image_state import ImageState, attend_states, merge_heads, split_heads
+from pixsearch.models.image_state import ImageState, attend_state, merge_heads, split_heads
 from pixsearch.models.mplug.bert import memory_mask, padding_mask
 
 
@@ -90,8 +90,8 @@ class MplugItmPass:
         query = split_heads(layer.crossattention.self.query(hidden), self.heads)
         query = query.expand(len(items), -1, -1, -1)
         start = self._offset(n)
-        context = attend_states(
-            query, [item.tensors[start] for item in items], [item.tensors[start + 1] for item in items]
+        context = torch.cat(
+            [attend_state(query[i : i + 1], *item.tensors[start : start + 2]) for i, item in enumerate(items)]
         )
         hidden = layer.crossattention.output(merge_heads(context), hidden)
         return layer.feed_forward(hidden)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pixsearch.models.image_state import ImageState, attend_state, attend_states, merge_heads, split_heads
+from pixsearch.models.image_state import ImageState, attend_state, merge_heads, split_heads
 from pixsearch.models.vle.modeling import IMAGE_TOKEN_TYPE, TEXT_TOKEN_TYPE, mask_bias
 
 
@@ -93,10 +93,7 @@ class VleItmPass:
         shared = _attend(text_layer.attention, text, text, text_bias, rows)
         qkv = text_layer.crossattention.self
         query = split_heads(qkv.query(shared), qkv.heads)
-        if query.shape[0] == 1:
-            context = attend_states(query, [item.tensors[0] for item in items], [item.tensors[1] for item in items])
-        else:
-            context = torch.cat([attend_state(query, *item.tensors[:2]) for item in items])
+        context = torch.cat([attend_state(query, *item.tensors[:2]) for item in items])
         hidden = text_layer.crossattention.output(merge_heads(context), shared)
         new_text = text_layer.output(text_layer.intermediate(hidden), hidden)
         # image side: each image's cached queries against the text's keys/values
