@@ -183,7 +183,8 @@ def _memory(feature, state) -> None:
         disk.put((1, "x"), feature)
         on_disk = disk.used_bytes
     print(
-        f"memory per image: vision features {feature_bytes(feature) / 1e6:.2f} MB in memory (float32), "
+        f"memory per image: vision features {feature_bytes(feature) / 1e6:.2f} MB in memory "
+        f"({str(feature.dtype).removeprefix('torch.')}), "
         f"{on_disk / 1e6:.2f} MB on disk (float16); keys/values {state.nbytes / 1e6:.1f} MB in memory"
     )
 
