@@ -128,27 +128,55 @@ def embed_to_shards(options: RayOptions, job: EmbedJob, paths: Sequence[str], fo
     with connected(options.address) as ray:
         layout = plan(ray.cluster_resources(), options.actors)
         log.info("Ray job: %d photos, %s", len(paths), layout)
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the caller shows progress
-        from pixsearch.indexer.ray_workers import EmbedActor, PhotoSource
+        from pixsearch.indexer.ray_workers import PhotoSource
 
         source = PhotoSource(list(paths), job.decode, job.batch_size)
-        embedded = ray.data.read_datasource(source).map_batches(
-            EmbedActor,
-            fn_constructor_kwargs={"job": job, "model": options.model, "threads": layout.cpus_per_actor},
-            batch_size=job.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=layout.actors),
-            num_cpus=layout.cpus_per_actor,
-            num_gpus=layout.gpus_per_actor or None,
-        )
+        if ray.util.client.ray.is_connected():
+            # Ray Client: Ray Data cannot run its executor in a client process (nor stream a task's
+            # results to one), so an actor in the cluster runs the pipeline and hands out its batches
+            runner = ray.remote(num_cpus=0)(Pipeline).remote(source, job, options.model, layout)
+            tables = iter(lambda: ray.get(runner.next.remote()), None)
+        else:
+            tables = _embedded_batches(source, job, options.model, layout)
         run = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         try:
-            for number, table in enumerate(embedded.iter_batches(batch_size=None, batch_format="pyarrow")):
+            for number, table in enumerate(tables):
                 name = folder / f"{run}-{number:06d}{shards.SUFFIX}"
                 yield shards.write_shard(name, job.model_key, batch_of(table, job.dim))
         except ray.exceptions.RayError as error:
             raise ClusterError(f"the Ray job failed: {failure_reason(error)}") from error
+
+
+class Pipeline:
+    """The pipeline as a Ray actor, for a driver joined through Ray Client: `next()` is its next batch
+    of results, None at the end."""
+
+    def __init__(self, source: Any, job: EmbedJob, model: str, layout: Plan) -> None:
+        self._tables = _embedded_batches(source, job, model, layout)
+
+    def next(self) -> Any:
+        return next(self._tables, None)
+
+
+def _embedded_batches(source: Any, job: EmbedJob, model: str, layout: Plan) -> Iterator[Any]:
+    """The Ray Data pipeline: photos read and decoded by `source`, embedded by a pool of actors that
+    hold the model; yields each batch of results as a pyarrow table."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the caller shows progress
+    from pixsearch.indexer.ray_workers import EmbedActor
+
+    embedded = ray.data.read_datasource(source).map_batches(
+        EmbedActor,
+        fn_constructor_kwargs={"job": job, "model": model, "threads": layout.cpus_per_actor},
+        batch_size=job.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=layout.actors),
+        num_cpus=layout.cpus_per_actor,
+        num_gpus=layout.gpus_per_actor or None,
+    )
+    yield from embedded.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
 def failure_reason(error: BaseException) -> str:
