@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +29,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _default_signals() -> None:
+    for number in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory):
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
@@ -38,7 +45,11 @@ def head(tmp_path_factory: pytest.TempPathFactory):
     command = [ray, "start", "--head", "--num-cpus", "2", "--port", str(_free_port()), "--include-dashboard", "false"]
     command += ["--ray-client-server-port", str(client_port), "--object-store-memory", str(200 * 2**20)]
     command += ["--temp-dir", str(tmp_path_factory.mktemp("ray-head"))]
-    subprocess.run(command, env=env, check=True, capture_output=True, timeout=120)
+    # started with default signal handling (which also makes subprocess fork rather than posix_spawn):
+    # started plainly, after the rest of tests/indexer, the head's Ray Client proxy took the server it
+    # spawns per client for dead at once, in 2 of 2 runs (never when this module ran alone); started
+    # this way it passed 2 of 2. The cause was not pinned down (SIGCHLD was not ignored here).
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=120, preexec_fn=_default_signals)
     yield f"ray://127.0.0.1:{client_port}"
     subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
@@ -49,7 +60,7 @@ def test_ray_client_run_makes_the_library_a_local_run_makes(head, encoder, clip_
     write_folder(folder, 3, start=10, fmt="jpg")
     command = ["index", str(folder), "--library", str(tmp_path / "ray"), "--model", clip_spec, "--ray", head]
     code = main([*command, "--batch-size", "4", "--workers", "0", "--max-pixels", str(MAX_PIXELS)])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
     assert "6 embedded" in out
     assert_same_library(Library.open(tmp_path / "ray"), local_library(tmp_path / "local", encoder, folder))
