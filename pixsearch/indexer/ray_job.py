@@ -106,7 +106,7 @@ def connected(address: str) -> Iterator[Any]:
         yield ray
         return
     try:
-        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
+        join_cluster(ray, address)
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise ClusterError(
             f"cannot join the Ray cluster at {address!r}: {str(error).rstrip('.')}. Start one with `ray start --head`, "
@@ -116,6 +116,31 @@ def connected(address: str) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+# Ray Client's proxy starts one server process per client, and in about 1 join of 10 (Ray 2.60 on
+# 2-core machines: 4 of some 40 joins) that process dies at once, forked while other threads are in gRPC;
+# with GRPC_ENABLE_FORK_SUPPORT=0 in the head's environment 24 of 24 went through. The join is refused
+# with this message, and the next one, with a new server, goes through.
+CLIENT_SERVER_FAILED = "Starting Ray client server failed"
+JOIN_ATTEMPTS = 4
+
+
+def join_cluster(ray: Any, address: str, attempts: int = JOIN_ATTEMPTS, pause: float = 1.0) -> None:
+    """ray.init, tried again when Ray Client's per-client server failed to start (and only then)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
+            return
+        except ConnectionError as error:
+            if CLIENT_SERVER_FAILED not in str(error) or attempt == attempts:
+                raise
+            log.warning(
+                "Ray Client server for %s failed to start (try %d of %d); trying again", address, attempt, attempts
+            )
+            if ray.is_initialized():
+                ray.shutdown()
+            time.sleep(pause * attempt)
 
 
 def embed_to_shards(options: RayOptions, job: EmbedJob, paths: Sequence[str], folder: Path) -> Iterator[Path]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from images import write_folder
 from test_ray import MAX_PIXELS, assert_same_library, local_library
 
 from pixsearch.cli import main
+from pixsearch.indexer.ray_job import connected
 from pixsearch.storage import Library
 
 pytest.importorskip("ray")
@@ -27,12 +27,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _default_signals() -> None:
-    for number in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGHUP):
-        signal.signal(number, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +39,17 @@ def head(tmp_path_factory: pytest.TempPathFactory):
     command = [ray, "start", "--head", "--num-cpus", "2", "--port", str(_free_port()), "--include-dashboard", "false"]
     command += ["--ray-client-server-port", str(client_port), "--object-store-memory", str(200 * 2**20)]
     command += ["--temp-dir", str(tmp_path_factory.mktemp("ray-head"))]
-    # started with default signal handling (which also makes subprocess fork rather than posix_spawn):
-    # started plainly, after the rest of tests/indexer, the head's Ray Client proxy took the server it
-    # spawns per client for dead at once, in 2 of 2 runs (never when this module ran alone); started
-    # this way it passed 2 of 2. The cause was not pinned down (SIGCHLD was not ignored here).
-    subprocess.run(command, env=env, check=True, capture_output=True, timeout=120, preexec_fn=_default_signals)
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=120)
     yield f"ray://127.0.0.1:{client_port}"
     subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_joins_go_through_although_the_proxy_loses_some_client_servers(head) -> None:
+    # about 1 join in 10 meets a per-client server that died at start (ray_job.CLIENT_SERVER_FAILED);
+    # without trying again, 8 joins meet at least one such failure in about half of all runs
+    for _ in range(8):
+        with connected(head) as ray:
+            assert ray.cluster_resources()["CPU"] == 2
 
 
 def test_ray_client_run_makes_the_library_a_local_run_makes(head, encoder, clip_spec, tmp_path: Path, capsys) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from pixsearch.cli import main
 from pixsearch.errors import ConfigError
-from pixsearch.indexer.ray_job import Plan, RayOptions, plan
+from pixsearch.indexer.ray_job import JOIN_ATTEMPTS, Plan, RayOptions, join_cluster, plan
 
 
 def test_plan_gives_each_gpu_an_actor_and_splits_cpus_without_gpus() -> None:
@@ -53,3 +53,43 @@ def test_a_failed_job_is_told_by_the_workers_own_error() -> None:
     wrapped = RuntimeError("the actor died")
     wrapped.cause = ModelNotFoundError("model clip:/m: no folder /m")  # how Ray carries a task's error
     assert failure_reason(wrapped) == "ModelNotFoundError: model clip:/m: no folder /m"
+
+
+class FlakyRay:
+    """Stands in for the `ray` module at the join: refuses the first joins as Ray Client's proxy does
+    when the server it starts for a client dies (the message is Ray 2.60's), then lets one through."""
+
+    def __init__(self, refusals: int, message: str) -> None:
+        self.refusals, self.message, self.joins, self.joined = refusals, message, 0, False
+
+    def init(self, address: str, **_: object) -> None:
+        self.joins += 1
+        if self.joins <= self.refusals:
+            raise ConnectionAbortedError(f"Initialization failure from server:\n{self.message}")
+        self.joined = True
+
+    def is_initialized(self) -> bool:
+        return self.joined
+
+    def shutdown(self) -> None:
+        self.joined = False
+
+
+SERVER_DIED = "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err for detailed logs."
+
+
+def test_a_join_refused_because_the_client_server_died_is_tried_again() -> None:
+    ray = FlakyRay(refusals=2, message=SERVER_DIED)
+    join_cluster(ray, "ray://127.0.0.1:10001", pause=0)
+    assert ray.joins == 3 and ray.joined
+
+
+def test_other_refusals_and_a_server_that_keeps_dying_are_not_hidden() -> None:
+    wrong_version = FlakyRay(refusals=1, message="Version mismatch: client 2.60.0, server 2.50.0")
+    with pytest.raises(ConnectionError, match="Version mismatch"):
+        join_cluster(wrong_version, "ray://127.0.0.1:10001", pause=0)
+    assert wrong_version.joins == 1
+    dying = FlakyRay(refusals=10, message=SERVER_DIED)
+    with pytest.raises(ConnectionError, match="Starting Ray client server failed"):
+        join_cluster(dying, "ray://127.0.0.1:10001", pause=0)
+    assert dying.joins == JOIN_ATTEMPTS
