@@ -35,6 +35,9 @@ class SearchOptions:
     model_calibration: bool = True  # a model that ships its relevance.json: its background and z_min instead
     duplicate_threshold: float | None = 0.95  # group results this similar to a better one; None: never
     pool: int = 200  # candidates taken from each ranking before fusion
+    # words found in more photos than this are ranked among the most recently indexed this many
+    # (ranking reads every match it ranks: this bounds a query's keyword work at any library size)
+    keyword_window: int = 4096
 
     def __post_init__(self) -> None:
         if self.keyword_weight < 0:
@@ -98,14 +101,18 @@ def hybrid_search(
 ) -> SearchResult:
     """Run a query written in the query language (see `pixsearch.search.query`)."""
     check_k(k, offset)
-    options = options or SearchOptions()
+    with service.pinned():  # one state of the library for the whole query
+        return _hybrid_search(service, text, k, offset, options or SearchOptions())
+
+
+def _hybrid_search(service: SearchService, text: str, k: int, offset: int, options: SearchOptions) -> SearchResult:
     parsed = parse_query(text)
     if not (parsed.has_vector or parsed.phrases or parsed.filters):
         raise ConfigError("empty query: give some words, a phrase or a filter")
     pool = max(options.pool, 3 * (k + offset))
     with service.library.session() as session:
         allowed = sql_filters.matching_ids(session, parsed.filters)
-        excluded = _excluded(session, parsed, pool * 50)
+        excluded = _excluded(session, parsed)
     result = SearchResult([], parsed)
     background = _background(service, options) if parsed.has_vector else None
     if background is not None:
@@ -121,18 +128,18 @@ def hybrid_search(
         candidates = _vector_candidates(service, index, vector, allowed, excluded, pool)
         result.best_score = candidates[0][1] if candidates else None
         relevant = _relevant(service, index, parsed, vector, candidates, options, background)
-    keyword_ranking, keyword_scores = _keyword_ranking(service, parsed, allowed, excluded, pool)
+    keyword_ranking, keyword_scores = _keyword_ranking(service, parsed, allowed, excluded, pool, options.keyword_window)
     if parsed.phrases:  # a quoted phrase must appear
         if not keyword_scores:
             result.empty = Empty.NO_PHRASE_MATCH
             return result
         relevant = [c for c in relevant if c[0] in keyword_scores]
     order, fused = _order(service, parsed, relevant, keyword_ranking, allowed, excluded, pool, options)
-    hits = _hits(service, index, order, vector, keyword_scores, fused, {i: z for i, _, z in relevant})
-    if options.duplicate_threshold is not None and hits:
-        hits = _collapse(service, index, hits, options.duplicate_threshold)
-    result.hits, result.total = hits[offset : offset + k], len(hits)
-    if not hits:
+    groups, similarity = _groups(service, index, order, vector, options.duplicate_threshold)
+    match = SIMILARITY if vector is not None else FILTER
+    scores = _Scores(similarity, keyword_scores, fused, {i: z for i, _, z in relevant}, match)
+    result.hits, result.total = _page(service, groups, offset, k, scores)
+    if not result.total:
         result.empty = _why_empty(parsed, candidates, relevant, excluded)
     return result
 
@@ -156,11 +163,10 @@ def _why_empty(parsed: ParsedQuery, candidates, relevant, excluded: set[int]) ->
     return Empty.EXCLUDED if excluded else Empty.NOTHING
 
 
-def _excluded(session, parsed: ParsedQuery, limit: int) -> set[int]:
+def _excluded(session, parsed: ParsedQuery) -> set[int]:
     if not parsed.exclude:
         return set()
-    found = keywords.search(session, keywords.KeywordQuery(any_of=parsed.exclude), limit)
-    return {image_id for image_id, _ in found}
+    return keywords.matching_ids(session, keywords.KeywordQuery(any_of=parsed.exclude))
 
 
 def _query_vector(service: SearchService, parsed: ParsedQuery) -> np.ndarray:
@@ -224,61 +230,81 @@ def _exact(service, index, vector, ids) -> list[tuple[int, float]]:
     return [(image_ids[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
 
-def _keyword_ranking(service, parsed: ParsedQuery, allowed, excluded, pool):
+def _keyword_ranking(service, parsed: ParsedQuery, allowed, excluded, pool, window):
     words = tuple(w for w in parsed.words if w not in STOPWORDS)
     query = keywords.KeywordQuery(include=parsed.phrases, any_of=() if parsed.phrases else words)
     with service.library.session() as session:
-        found = keywords.search(session, query, pool * 4)
+        found = keywords.search(session, query, pool * 4, window=max(window, pool * 4))
     found = [(i, s) for i, s in found if i not in excluded and (allowed is None or i in allowed)][:pool]
     return [i for i, _ in found], dict(found)
 
 
-def _hits(service, index, order, vector, keyword_scores, fused, relevance) -> list[ImageHit]:
-    """Rows in result order. `score` is always the cosine similarity to the query vector (keyword
-    matches included), so it means the same with or without keywords and feeds reranking fusion;
-    `fused_score` is what ordered them when keywords took part. Without a query vector (filters
-    alone) a hit is a filter match, with no score."""
+def _groups(service, index, order, vector, threshold) -> tuple[list[tuple[int, list[int]]], dict[int, float]]:
+    """The results in order as (photo, its near-identical members) and each one's similarity to the
+    query vector. Photos within `threshold` of a better one join its group (see
+    `group_near_duplicates`); with grouping on, photos without a stored vector are left out."""
     if not order:
-        return []
-    with service.library.session() as session:
-        rows = {r.id: r for r in session.execute(select(ImageRow).where(ImageRow.id.in_(order))).scalars()}
-    similarity: dict[int, float] = {}
-    if vector is not None:
-        ids, vectors = service.vectors_of(order, index)
-        similarity = dict(zip(ids, (vectors @ vector).tolist(), strict=True))
-    return [
-        ImageHit(
+        return [], {}
+    if vector is None and threshold is None:
+        return [(i, []) for i in order], {}
+    ids, vectors = service.vectors_of(order, index)
+    similarity = dict(zip(ids, (vectors @ vector).tolist(), strict=True)) if vector is not None else {}
+    if threshold is None:
+        return [(i, []) for i in order], similarity
+    owners = group_near_duplicates(vectors, threshold) if ids else []
+    members: dict[int, list[int]] = {}
+    for i, owner in enumerate(owners):
+        if owner != i:
+            members.setdefault(owner, []).append(ids[i])
+    return [(ids[i], members.get(i, [])) for i, owner in enumerate(owners) if owner == i], similarity
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """What a hit shows beside its database row."""
+
+    similarity: dict[int, float]
+    keyword: dict[int, float]
+    fused: dict[int, float] | None
+    relevance: dict[int, float | None]
+    match: str
+
+
+def _page(service, groups, offset: int, k: int, scores: _Scores) -> tuple[list[ImageHit], int]:
+    """The hits of the page asked for, and how many results there are (a group counts once).
+    Database rows are read for the page's photos and their members only, not for every result.
+    `score` is always the cosine similarity to the query vector (keyword matches included), so it
+    means the same with or without keywords and feeds reranking fusion; `fused_score` is what
+    ordered them when keywords took part. Without a query vector (filters alone) a hit is a filter
+    match, with no score."""
+
+    def hit(r: ImageRow) -> ImageHit:
+        return ImageHit(
             r.id,
             r.path,
-            similarity.get(r.id, 0.0),
+            scores.similarity.get(r.id, 0.0),
             r.width,
             r.height,
             r.taken_at,
             r.camera,
             r.content_hash,
-            keyword_score=keyword_scores.get(r.id),
-            fused_score=None if fused is None else fused[image_id],
-            relevance=relevance.get(image_id),
-            match=SIMILARITY if vector is not None else FILTER,
+            keyword_score=scores.keyword.get(r.id),
+            fused_score=None if scores.fused is None else scores.fused[r.id],
+            relevance=scores.relevance.get(r.id),
+            match=scores.match,
         )
-        for image_id in order
-        if (r := rows.get(image_id)) is not None
-    ]
 
-
-def _collapse(service, index, hits: list[ImageHit], threshold: float) -> list[ImageHit]:
-    """Each hit followed by near-identical ones (within `threshold` of it) keeps them as its
-    `near_identical` members, in result order; the members leave the list."""
-    ids, vectors = service.vectors_of([h.image_id for h in hits], index)
-    by_id = dict(zip(ids, vectors, strict=True))
-    present = [h for h in hits if h.image_id in by_id]
-    owners = group_near_duplicates(np.stack([by_id[h.image_id] for h in present]), threshold) if present else []
-    members: dict[int, list[ImageHit]] = {}
-    for i, owner in enumerate(owners):
-        if owner != i:
-            members.setdefault(owner, []).append(present[i])
-    return [
-        dataclasses.replace(h, near_identical=tuple(members[i])) if i in members else h
-        for i, h in enumerate(present)
-        if owners[i] == i
-    ]
+    total, page, at = len(groups), [], offset
+    while len(page) < k and at < len(groups):  # a row is missing only for a photo deleted since the index was read
+        chunk = groups[at : at + k - len(page)]
+        at += len(chunk)
+        wanted = [i for leader, members in chunk for i in (leader, *members)]
+        with service.library.session() as session:
+            rows = {r.id: r for r in session.execute(select(ImageRow).where(ImageRow.id.in_(wanted))).scalars()}
+        for leader, members in chunk:
+            if leader not in rows:
+                total -= 1
+                continue
+            near = tuple(hit(rows[m]) for m in members if m in rows)
+            page.append(dataclasses.replace(hit(rows[leader]), near_identical=near) if near else hit(rows[leader]))
+    return page, total

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -21,6 +24,7 @@ from pixsearch.storage.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MAX_K = 1000
 
 
@@ -45,13 +49,43 @@ class SearchService:
         self._indexes: dict[str, tuple[int, VectorIndex]] = {}
         self._fixed_texts: dict[tuple[str | None, tuple[str, ...]], Embedding] = {}
         self._calibrations: dict[str, Background | None] = {}
+        self._pins = threading.local()
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Within the block (on this thread) the library's model, query model and index generations
+        are read from the database once, not at every use: one query sees one state of the library
+        and pays for one read of each. Outside a block each use reads afresh."""
+        outer = getattr(self._pins, "memo", None)
+        if outer is None:
+            self._pins.memo = {}
+        try:
+            yield
+        finally:
+            if outer is None:
+                self._pins.memo = None
+
+    def _read(self, key: object, read: Callable[[], T]) -> T:
+        memo = getattr(self._pins, "memo", None)
+        if memo is None:
+            return read()
+        if key not in memo:
+            memo[key] = read()
+        return memo[key]
+
+    def _library_model(self) -> ModelRow | None:
+        with self.library.session() as session:
+            return self.library.active_model(session)
+
+    def _query_spec_in_library(self) -> str | None:
+        with self.library.session() as session:
+            return self.library.query_model(session)
 
     # -- model and indexes ----------------------------------------------------------------
     @property
     def model(self) -> ModelRow:
         """The library's active model, read afresh: a re-index by another process may have switched it."""
-        with self.library.session() as session:
-            model = self.library.active_model(session)
+        model = self._read("model", self._library_model)
         if model is None:
             raise EmptyIndexError(f"library {self.library.root} has no images indexed yet; run `pixsearch index`")
         if self._model is not None and self._model.key != model.key:
@@ -80,8 +114,13 @@ class SearchService:
 
     def index(self, kind: str) -> VectorIndex:
         """The current index of `kind`, reloaded when the database moved on (an indexer ran)."""
-        with self.library.session() as session:
-            generation = self.library.generation(session, kind, self.model.key)
+        key = self.model.key
+
+        def read() -> int:
+            with self.library.session() as session:
+                return self.library.generation(session, kind, key)
+
+        generation = self._read(("generation", kind, key), read)
         cached = self._indexes.get(kind)
         if cached is None or cached[0] != generation:
             self._indexes[kind] = (generation, self.library.load_index(kind, self.model, persist=False))
@@ -90,8 +129,7 @@ class SearchService:
     # -- queries --------------------------------------------------------------------------
     def _text_model(self) -> DualEncoder | TextEncoder:
         """The library's query model when it carries one (e.g. multilingual), else the dual encoder."""
-        with self.library.session() as session:
-            spec = self.library.query_model(session)
+        spec = self._read("query_model", self._query_spec_in_library)
         if spec is None:
             self.encoder.load_towers(Tower.TEXT)
             return self.encoder
@@ -109,8 +147,7 @@ class SearchService:
 
     def text_vectors(self, texts: tuple[str, ...]) -> Embedding:
         """Vectors of a fixed set of texts (the relevance background), encoded once per text model."""
-        with self.library.session() as session:
-            key = (self.library.query_model(session) or self.model.spec, texts)
+        key = (self._read("query_model", self._query_spec_in_library) or self.model.spec, texts)
         if key not in self._fixed_texts:
             self._fixed_texts[key] = self.encode_text(texts)
         return self._fixed_texts[key]

@@ -135,31 +135,73 @@ def fts5_expression(query: KeywordQuery) -> str:
     return expression
 
 
-def search(session: Session, query: KeywordQuery, limit: int) -> list[tuple[int, float]]:
-    """(image id, relevance) best first; relevance is higher-is-better."""
+def search(session: Session, query: KeywordQuery, limit: int, window: int | None = None) -> list[tuple[int, float]]:
+    """(image id, relevance) best first; relevance is higher-is-better.
+
+    window: when more photos than this match, rank only the most recently indexed `window` of them
+        (the highest ids). Ranking reads every match it ranks, so without a window a word found in
+        a tenth of a million photos costs ~100 ms a query; with one the cost stays bounded. None:
+        rank every match (for lookups that must be complete)."""
     if not query:
         return []
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        rows = session.execute(
-            text("SELECT rowid, bm25(keywords) FROM keywords WHERE keywords MATCH :q ORDER BY bm25(keywords) LIMIT :n"),
-            {"q": fts5_expression(query), "n": limit},
-        )
-        return [(int(image_id), -float(score)) for image_id, score in rows]
+        return _search_sqlite(session, query, limit, window)
     if dialect == "postgresql":
-        # tsquery's operators are && || !! (a lone & or | is no operator on tsquery values)
-        positive = " && ".join(f"phraseto_tsquery('simple', :p{i})" for i in range(len(query.include)))
-        any_of = " || ".join(f"plainto_tsquery('simple', :a{i})" for i in range(len(query.any_of)))
-        negative = [f"!! phraseto_tsquery('simple', :n{i})" for i in range(len(query.exclude))]
-        expression = " && ".join(p for p in [positive, f"({any_of})" if any_of else "", *negative] if p)
-        params = {f"p{i}": _words(t) for i, t in enumerate(query.include)}
-        params |= {f"a{i}": _words(t) for i, t in enumerate(query.any_of)}
-        params |= {f"n{i}": _words(t) for i, t in enumerate(query.exclude)}
-        rows = session.execute(
-            text(
-                f"SELECT image_id, ts_rank(document, query.q) FROM keywords, (SELECT {expression} AS q) AS query "
-                "WHERE document @@ query.q ORDER BY 2 DESC LIMIT :n"
-            ).bindparams(**params, n=limit)
-        )
-        return [(int(image_id), float(score)) for image_id, score in rows]
+        return _search_postgres(session, query, limit, window)
     return []
+
+
+def matching_ids(session: Session, query: KeywordQuery) -> set[int]:
+    """Every photo the query matches, unranked (e.g. the photos a -word excludes: all of them)."""
+    if not query:
+        return set()
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        rows = session.execute(
+            text("SELECT rowid FROM keywords WHERE keywords MATCH :q"), {"q": fts5_expression(query)}
+        )
+        return {int(image_id) for (image_id,) in rows}
+    if dialect == "postgresql":
+        return {image_id for image_id, _ in _search_postgres(session, query, None, None)}
+    return set()
+
+
+def _search_sqlite(session: Session, query: KeywordQuery, limit: int, window: int | None) -> list[tuple[int, float]]:
+    params = {"q": fts5_expression(query), "n": limit}
+    if window is None:
+        sql = (
+            "SELECT rowid, bm25(keywords) FROM keywords WHERE keywords MATCH :q ORDER BY bm25(keywords), rowid LIMIT :n"
+        )
+    else:  # FTS5 walks the matches by descending rowid and stops after the window: bm25 runs on those only
+        sql = (
+            "SELECT id, score FROM (SELECT rowid AS id, bm25(keywords) AS score FROM keywords WHERE keywords MATCH :q "
+            "ORDER BY rowid DESC LIMIT :w) ORDER BY score, id LIMIT :n"
+        )
+        params["w"] = window
+    return [(int(image_id), -float(score)) for image_id, score in session.execute(text(sql), params)]
+
+
+def _search_postgres(
+    session: Session, query: KeywordQuery, limit: int | None, window: int | None
+) -> list[tuple[int, float]]:
+    # tsquery's operators are && || !! (a lone & or | is no operator on tsquery values)
+    positive = " && ".join(f"phraseto_tsquery('simple', :p{i})" for i in range(len(query.include)))
+    any_of = " || ".join(f"plainto_tsquery('simple', :a{i})" for i in range(len(query.any_of)))
+    negative = [f"!! phraseto_tsquery('simple', :n{i})" for i in range(len(query.exclude))]
+    expression = " && ".join(p for p in [positive, f"({any_of})" if any_of else "", *negative] if p)
+    params = {f"p{i}": _words(t) for i, t in enumerate(query.include)}
+    params |= {f"a{i}": _words(t) for i, t in enumerate(query.any_of)}
+    params |= {f"n{i}": _words(t) for i, t in enumerate(query.exclude)}
+    matches = f"SELECT image_id, document, query.q FROM keywords, (SELECT {expression} AS q) AS query WHERE document @@ query.q"
+    if window is not None:
+        matches += " ORDER BY image_id DESC LIMIT :w"
+        params["w"] = window
+    if limit is None:  # every match, unranked
+        return [(int(image_id), 0.0) for image_id, _, _ in session.execute(text(matches).bindparams(**params))]
+    rows = session.execute(
+        text(
+            f"SELECT image_id, ts_rank(document, q) FROM ({matches}) AS found ORDER BY 2 DESC, image_id LIMIT :n"
+        ).bindparams(**params, n=limit)
+    )
+    return [(int(image_id), float(score)) for image_id, score in rows]
