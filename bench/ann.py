@@ -13,6 +13,7 @@ encoding + ANN search alone, with a CLIP ViT-B/32 text tower (random weights).
     python bench/ann.py                    # 1,000,000 vectors (~4.6 GB of SQLite and 2.1 GB of vectors in a temp folder)
     python bench/ann.py --n 100000         # or --quick (20,000)
     python bench/ann.py --threshold-scan   # exact against IVF-PQ latency at several sizes, no library
+    python bench/ann.py --whole-path DIR   # only hybrid_search against encode + ANN, on a library --keep kept
 """
 
 from __future__ import annotations
@@ -292,6 +293,7 @@ def main() -> None:
     parser.add_argument(
         "--sizes", type=lambda s: [int(n) for n in s.split(",")], default=[10_000, 30_000, 50_000, 100_000, 300_000]
     )
+    parser.add_argument("--whole-path", metavar="LIBRARY", help="only the whole query path, on a library --keep kept")
     parser.add_argument("--child-memory", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -303,6 +305,20 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     if args.threshold_scan:
         threshold_scan(args)
+        return
+    if args.whole_path:
+        import torch
+
+        from pixsearch.storage import Library
+
+        faiss.omp_set_num_threads(1)  # every timing on one core, as in a whole run
+        torch.set_num_threads(1)
+        library = Library.open(Path(args.whole_path))
+        with library.session() as session:
+            model = library.active_model(session)
+            count = library.count_vectors(session, IMAGES, model.key)
+        whole_path(library, count)
+        library.close()
         return
     if args.quick:
         args.n, args.queries = 20_000, 50

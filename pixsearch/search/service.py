@@ -58,7 +58,7 @@ class SearchService:
         and pays for one read of each. Outside a block each use reads afresh."""
         outer = getattr(self._pins, "memo", None)
         if outer is None:
-            self._pins.memo = {}
+            self._pins.memo = self._library_state()
         try:
             yield
         finally:
@@ -72,6 +72,18 @@ class SearchService:
         if key not in memo:
             memo[key] = read()
         return memo[key]
+
+    def _library_state(self) -> dict[object, object]:
+        """What a query reads of the library's state, read in one session (see `pinned`)."""
+        with self.library.session() as session:
+            model = self.library.active_model(session)
+            if model is None:
+                return {"model": None}
+            return {
+                "model": model,
+                "query_model": self.library.query_model(session),
+                ("generation", IMAGES, model.key): self.library.generation(session, IMAGES, model.key),
+            }
 
     def _library_model(self) -> ModelRow | None:
         with self.library.session() as session:

@@ -108,3 +108,16 @@ def test_chinese_clip_library_end_to_end(tmp_path: Path) -> None:
     expected = encoder.encode_images([draw(i) for i in range(5)]) @ encoder.encode_texts(["一只狗在海滩上"])[0]
     assert [h.path for h in hits] == [str(paths[i]) for i in np.argsort(-expected, kind="stable")]
     assert service.image_to_image(draw(2), k=1)[0].path == str(paths[2])
+
+
+def test_a_query_sees_one_state_of_the_library(indexed) -> None:
+    library, _ = indexed
+    service = SearchService(library)
+    with library.session() as session:
+        key = library.active_model(session).key
+    with service.pinned():
+        index = service.index("images")
+        with library.session() as session:  # an indexer elsewhere commits a new index generation
+            library.bump_generation(session, "images", key)
+        assert service.index("images") is index  # the query in flight keeps the index it began with
+    assert service.index("images") is not index  # the next one loads the new generation
