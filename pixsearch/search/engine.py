@@ -129,11 +129,12 @@ def _hybrid_search(service: SearchService, text: str, k: int, offset: int, optio
         result.best_score = candidates[0][1] if candidates else None
         relevant = _relevant(service, index, parsed, vector, candidates, options, background)
     keyword_ranking, keyword_scores = _keyword_ranking(service, parsed, allowed, excluded, pool, options.keyword_window)
-    if parsed.phrases:  # a quoted phrase must appear
-        if not keyword_scores:
+    if parsed.phrases:  # a quoted phrase must appear: in any photo that has it, not only the best keyword-ranked
+        containing = _containing(service, parsed, allowed, excluded)
+        if not containing:
             result.empty = Empty.NO_PHRASE_MATCH
             return result
-        relevant = [c for c in relevant if c[0] in keyword_scores]
+        relevant = [c for c in relevant if c[0] in containing]
     order, fused = _order(service, parsed, relevant, keyword_ranking, allowed, excluded, pool, options)
     groups, similarity = _groups(service, index, order, vector, options.duplicate_threshold)
     match = SIMILARITY if vector is not None else FILTER
@@ -230,11 +231,21 @@ def _exact(service, index, vector, ids) -> list[tuple[int, float]]:
     return [(image_ids[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
 
+def _containing(service, parsed: ParsedQuery, allowed, excluded) -> set[int]:
+    """Every photo that has all the query's quoted phrases and passes its filters."""
+    with service.library.session() as session:
+        found = keywords.matching_ids(session, keywords.KeywordQuery(include=parsed.phrases)) - excluded
+    return found if allowed is None else found & allowed
+
+
 def _keyword_ranking(service, parsed: ParsedQuery, allowed, excluded, pool, window):
     words = tuple(w for w in parsed.words if w not in STOPWORDS)
     query = keywords.KeywordQuery(include=parsed.phrases, any_of=() if parsed.phrases else words)
+    window = max(window, pool * 4)
+    # filtered below: then take the whole window, lest matches the filters drop crowd out the rest
+    limit = window if allowed is not None or excluded else pool * 4
     with service.library.session() as session:
-        found = keywords.search(session, query, pool * 4, window=max(window, pool * 4))
+        found = keywords.search(session, query, limit, window=window)
     found = [(i, s) for i, s in found if i not in excluded and (allowed is None or i in allowed)][:pool]
     return [i for i, _ in found], dict(found)
 
